@@ -1,0 +1,77 @@
+"""Settings, read once from the environment (prefix ``SPARK_``) and passed explicitly.
+
+pydantic-settings does the parsing and validation, so a bad value is a clear start-up
+error naming the variable, not a crash later.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from spark_grpc import defaults
+
+
+class Settings(BaseSettings):
+    """Every setting of every process. See the README's configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="SPARK_", frozen=True, extra="ignore")
+
+    listen_address: str = Field(
+        default=defaults.LISTEN_ADDRESS,
+        description="host:port the gRPC server binds; port 0 picks a free port.",
+    )
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL of Postgres (postgresql+asyncpg://...). Empty: embedded.",
+    )
+    redis_url: str = Field(default="", description="Redis URL. Empty: embedded.")
+    encryption_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Comma-separated Fernet keys. The first encrypts; every key decrypts, so a key "
+            "rotates by putting the new one first. Required outside the embedded default."
+        ),
+    )
+    data_dir: Path = Field(
+        default=Path(defaults.DATA_DIR),
+        description="Where the embedded default keeps Postgres, Redis and its key.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="json: one object per line; text: for people."
+    )
+    max_message_bytes: int = Field(
+        default=defaults.MAX_MESSAGE_BYTES,
+        ge=1024,
+        description="Largest gRPC message the server sends or accepts.",
+    )
+    grace_period_s: float = Field(
+        default=defaults.GRACE_PERIOD_S,
+        ge=0,
+        description="On SIGTERM, how long in-flight RPCs may take before they are cut.",
+    )
+    reflection: bool = Field(default=True, description="Serve gRPC server reflection.")
+    source_timeout_s: float = Field(
+        default=defaults.SOURCE_TIMEOUT_S,
+        gt=0,
+        description="Longest call to a source's API from an RPC (list, get, check).",
+    )
+    db_pool_size: int = Field(default=defaults.DB_POOL_SIZE, ge=1)
+    db_connect_timeout_s: float = Field(default=defaults.DB_CONNECT_TIMEOUT_S, gt=0)
+    db_health_interval_s: float = Field(default=defaults.DB_HEALTH_INTERVAL_S, gt=0)
+
+    @field_validator("encryption_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @property
+    def embedded(self) -> bool:
+        """True when the process should start or use the embedded Postgres and Redis."""
+        return not self.database_url

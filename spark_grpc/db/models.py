@@ -1,0 +1,114 @@
+"""The tables. Alembic reads ``Base.metadata``; the schema is only ever made by migrations.
+
+Every listed table has a ``(create_time, id)`` index so keyset pages cost the same at row
+10 and at row 10 million.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Deterministic constraint names, so migrations and `alembic check` agree on every machine.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base; the metadata migrations are checked against."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def _now() -> Any:
+    # clock_timestamp(), not now(): rows of one transaction get distinct, ordered times.
+    return func.clock_timestamp()
+
+
+class SourceRow(Base):
+    """A registered LangFlow / Agents / Hive server."""
+
+    __tablename__ = "sources"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(32))
+    url: Mapped[str] = mapped_column(String(2048), unique=True)
+    api_key_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default="true")
+    health_check_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    health_reachable: Mapped[bool | None] = mapped_column(Boolean)
+    health_version: Mapped[str | None] = mapped_column(Text)
+    health_message: Mapped[str | None] = mapped_column(Text)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+    __table_args__ = (
+        Index("ix_sources_create_time_id", "create_time", "id"),
+        Index("ix_sources_type", "type"),
+    )
+
+
+class WorkflowRow(Base):
+    """A runnable copy of a remote flow."""
+
+    __tablename__ = "workflows"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    source_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("sources.id", ondelete="RESTRICT")
+    )
+    remote_flow_id: Mapped[str] = mapped_column(String(256))
+    display_name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, server_default="")
+    graph: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    components: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default="[]")
+    input_component_id: Mapped[str] = mapped_column(String(256), server_default="")
+    output_component_id: Mapped[str] = mapped_column(String(256), server_default="")
+    tags: Mapped[list[str]] = mapped_column(ARRAY(String(64)), server_default="{}")
+    folder_name: Mapped[str] = mapped_column(Text, server_default="")
+    flow_version: Mapped[str] = mapped_column(Text, server_default="")
+    import_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+    __table_args__ = (
+        UniqueConstraint("source_id", "remote_flow_id", name="uq_workflows_source_remote_flow"),
+        Index("ix_workflows_create_time_id", "create_time", "id"),
+        Index("ix_workflows_tags", "tags", postgresql_using="gin"),
+    )
+
+
+class IdempotencyKeyRow(Base):
+    """A remembered request_id: the request's fingerprint and the first response."""
+
+    __tablename__ = "idempotency_keys"
+
+    method: Mapped[str] = mapped_column(String(128), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    request_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    response: Mapped[bytes] = mapped_column(LargeBinary)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+    __table_args__ = (Index("ix_idempotency_keys_create_time", "create_time"),)

@@ -1,0 +1,47 @@
+"""Default values and fixed limits, each documented where it is defined."""
+
+from __future__ import annotations
+
+#: Where the server listens when SPARK_LISTEN_ADDRESS is unset: loopback only, so a first
+#: run never exposes an unauthenticated service to the network.
+LISTEN_ADDRESS = "127.0.0.1:50051"
+
+#: The embedded default's data directory, relative to the working directory.
+DATA_DIR = ".spark"
+
+#: Largest gRPC message in either direction (16 MiB). grpcio's default receive limit is
+#: 4 MiB; flow graphs of large LangFlow flows approach that, so we raise it and document it.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+#: Seconds in-flight RPCs get to finish after SIGTERM.
+GRACE_PERIOD_S = 10.0
+
+#: Seconds an RPC waits at most on a source's API (shortened by the RPC's own deadline).
+SOURCE_TIMEOUT_S = 30.0
+
+#: Connections per process in the SQLAlchemy pool.
+DB_POOL_SIZE = 10
+
+#: How long opening a Postgres connection may take before the RPC answers UNAVAILABLE.
+DB_CONNECT_TIMEOUT_S = 3.0
+
+#: How often the server probes Postgres to drive the health status.
+DB_HEALTH_INTERVAL_S = 1.0
+
+#: List RPCs: page size when the request leaves it at 0, and the most a page returns.
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+#: Idempotency keys (request_id) are kept this long at least (AIP-155 asks for a day).
+REQUEST_ID_RETENTION_S = 48 * 3600
+
+#: String limits, checked before anything is written.
+MAX_NAME_LENGTH = 200
+MAX_DESCRIPTION_LENGTH = 2000
+MAX_URL_LENGTH = 2048
+MAX_API_KEY_LENGTH = 4096
+MAX_ID_LENGTH = 256
+MAX_REQUEST_ID_LENGTH = 128
+MAX_TAG_LENGTH = 64
+MAX_TAGS = 32
+MAX_SEARCH_LENGTH = 200

@@ -1,0 +1,35 @@
+"""What every servicer needs, built once by the server and passed explicitly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+import httpx
+
+from spark_grpc.config import Settings
+from spark_grpc.crypto import SecretBox
+from spark_grpc.db.session import Database
+from spark_grpc.pagination import PageTokens
+
+# Time kept back from a client's deadline so the server can still answer in time.
+_DEADLINE_MARGIN_S = 0.05
+
+
+@dataclass(frozen=True)
+class ServiceDeps:
+    """Shared handles of one server process."""
+
+    settings: Settings
+    db: Database
+    box: SecretBox
+    tokens: PageTokens
+    http: httpx.AsyncClient
+
+    def source_timeout(self, context: grpc.aio.ServicerContext) -> float:
+        """Seconds a source call may take: the setting, shortened by the RPC's deadline."""
+        remaining = context.time_remaining()
+        limit = self.settings.source_timeout_s
+        if remaining is None:
+            return limit
+        return max(0.001, min(limit, float(remaining) - _DEADLINE_MARGIN_S))

@@ -1,0 +1,133 @@
+"""Session fixtures: one real Postgres and Redis (embedded, unless SPARK_TEST_DATABASE_URL /
+SPARK_TEST_REDIS_URL name servers), a fresh database migrated by Alembic, a real server
+process on 127.0.0.1:0, the fake LangFlow / Agents / Hive server, and real gRPC channels.
+
+Each test starts from empty tables (truncated before it runs) and can run alone.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import grpc
+import pytest
+from cryptography.fernet import Fernet
+
+from spark_grpc.demo.fake_sources import KINDS, FakeSources, run_fake_sources
+from spark_grpc.embedded import EmbeddedStack
+from tests.support import ServerProcess, Stubs, start_server_process
+
+TABLES = ("workflows", "sources", "idempotency_keys")
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack | None]:
+    if os.environ.get("SPARK_TEST_DATABASE_URL"):
+        yield None
+        return
+    root = tmp_path_factory.mktemp("embedded")
+    stack = EmbeddedStack(root)
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(stack: EmbeddedStack | None) -> str:
+    """A fresh database, migrated to head, for this test session."""
+    name = f"spark_test_{uuid.uuid4().hex[:8]}"
+    if stack is None:
+        base = os.environ["SPARK_TEST_DATABASE_URL"]
+        admin = base.replace("postgresql+asyncpg://", "postgresql://")
+        import asyncio
+
+        async def create() -> None:
+            conn = await asyncpg.connect(admin)
+            try:
+                await conn.execute(f'CREATE DATABASE "{name}"')
+            finally:
+                await conn.close()
+
+        asyncio.run(create())
+        url = base.rsplit("/", 1)[0] + f"/{name}"
+    else:
+        stack.postgres.create_database(name)
+        url = stack.postgres.url.rsplit("/", 1)[0] + f"/{name}"
+    # The real CLI, in its own process: Alembic's async env runs its own event loop.
+    subprocess.run(
+        [sys.executable, "-m", "spark_grpc", "migrate"],
+        env={**os.environ, "SPARK_DATABASE_URL": url, "SPARK_LOG_FORMAT": "text"},
+        check=True,
+        capture_output=True,
+    )
+    return url
+
+
+@pytest.fixture(scope="session")
+def encryption_key() -> str:
+    return Fernet.generate_key().decode()
+
+
+@pytest.fixture(scope="session")
+def server_env(database_url: str, encryption_key: str) -> dict[str, str]:
+    return {
+        "SPARK_DATABASE_URL": database_url,
+        "SPARK_ENCRYPTION_KEYS": encryption_key,
+        "SPARK_LOG_FORMAT": "json",
+        "SPARK_LOG_LEVEL": "INFO",
+        "SPARK_DB_HEALTH_INTERVAL_S": "0.5",
+    }
+
+
+@pytest.fixture(scope="session")
+def server(
+    server_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """A real `spark-grpc serve` process on 127.0.0.1:0."""
+    proc = start_server_process(server_env, tmp_path_factory.mktemp("server"))
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+async def channel(server: ServerProcess) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(server.address) as ch:
+        yield ch
+
+
+@pytest.fixture(scope="session")
+def stubs(channel: grpc.aio.Channel) -> Stubs:
+    return Stubs(channel)
+
+
+@pytest.fixture(scope="session")
+async def fake() -> AsyncIterator[FakeSources]:
+    async with run_fake_sources() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def pg(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A direct connection, for asserting what is (not) stored."""
+    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def reset_state(pg: asyncpg.Connection, fake: FakeSources) -> None:
+    """Empty tables and fake sources that behave: what every e2e test starts from."""
+    await pg.execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
+    for kind in KINDS:
+        fake.state.configure(kind, reset=True)
+        fake.state.requests(kind).clear()

@@ -1,0 +1,105 @@
+"""Helpers shared by the tests: a real server process, stubs, and status-detail readers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from spark_grpc._gen.spark.v1 import source_service_pb2_grpc, workflow_service_pb2_grpc
+
+
+@dataclass
+class ServerProcess:
+    """A `spark-grpc serve` child process."""
+
+    process: subprocess.Popen[bytes]
+    address: str
+    log_path: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server_process(
+    env: dict[str, str], workdir: Path, *, listen: str = "127.0.0.1:0", timeout: float = 30
+) -> ServerProcess:
+    """Starts `python -m spark_grpc serve` and waits until it reports its address."""
+    ready = workdir / "ready"
+    ready.unlink(missing_ok=True)
+    log_path = workdir / "server.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "spark_grpc", "serve", "--ready-file", str(ready)],
+            env={**os.environ, **env, "SPARK_LISTEN_ADDRESS": listen},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + timeout
+    while not ready.exists() or not ready.read_text().strip():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"server did not start:\n{log_path.read_text()}")
+        time.sleep(0.05)
+    return ServerProcess(process, ready.read_text().strip(), log_path)
+
+
+class Stubs:
+    """The generated stubs of every spark.v1 service on one channel."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.sources = source_service_pb2_grpc.SourceServiceStub(channel)
+        self.workflows = workflow_service_pb2_grpc.WorkflowServiceStub(channel)
+
+
+def status_details(err: grpc.aio.AioRpcError) -> status_pb2.Status:
+    """The google.rpc.Status a server sent in grpc-status-details-bin."""
+    for key, value in err.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            return status_pb2.Status.FromString(value)
+    raise AssertionError(f"no status details in {err!r}")
+
+
+def error_info(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
+    for any_ in status_details(err).details:
+        info = error_details_pb2.ErrorInfo()
+        if any_.Unpack(info):
+            return info
+    raise AssertionError("no ErrorInfo")
+
+
+def field_violations(err: grpc.aio.AioRpcError) -> dict[str, str]:
+    """field -> description of every BadRequest violation."""
+    for any_ in status_details(err).details:
+        bad = error_details_pb2.BadRequest()
+        if any_.Unpack(bad):
+            return {v.field: v.description for v in bad.field_violations}
+    return {}
+
+
+async def expect_error(call: Any, code: grpc.StatusCode) -> grpc.aio.AioRpcError:
+    """Awaits call and returns its error, asserting the status code."""
+    try:
+        await call
+    except grpc.aio.AioRpcError as err:
+        assert err.code() == code, f"expected {code.name}, got {err.code().name}: {err.details()}"
+        return err
+    raise AssertionError(f"expected {code.name}, the call succeeded")
