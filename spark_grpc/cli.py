@@ -63,9 +63,10 @@ def serve(
         Path | None, typer.Option(help="Write host:port here once serving (for scripts).")
     ] = None,
 ) -> None:
-    """Run the gRPC server (SPARK_DATABASE_URL and SPARK_ENCRYPTION_KEYS required)."""
+    """Run the gRPC server (SPARK_DATABASE_URL, SPARK_REDIS_URL, SPARK_ENCRYPTION_KEYS)."""
     settings = _settings("serve")
     database_url = _database_url(settings, "serve")
+    _redis_url(settings, "serve")
     from spark_grpc.server import serve as run_server
 
     try:
@@ -85,6 +86,51 @@ def migrate(
 
     upgrade(_database_url(settings, "migrate"), revision)
     logger.info("database migrated to %s", revision)
+
+
+def _redis_url(settings: Settings, process: str) -> str:
+    if not settings.redis_url:
+        typer.echo(
+            f"spark-grpc {process}: SPARK_REDIS_URL is not set. Point it at Redis "
+            "(redis://host:6379/0), or run `spark-grpc dev`.",
+            err=True,
+        )
+        raise typer.Exit(2)
+    return settings.redis_url
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(help="Worker processes (default SPARK_WORKER_CONCURRENCY).")
+    ] = None,
+    fork: Annotated[bool, typer.Option(help="Fork a process per job (RQ's Worker).")] = False,
+    sweeper: Annotated[
+        bool, typer.Option("--sweeper/--no-sweeper", help="Also run the sweeper.")
+    ] = True,
+) -> None:
+    """Run task workers: N RQ processes and the sweeper (DB, Redis and keys required)."""
+    settings = _settings("worker")
+    _database_url(settings, "worker")
+    _redis_url(settings, "worker")
+    if not settings.encryption_keys:
+        typer.echo("spark-grpc worker: SPARK_ENCRYPTION_KEYS is not set", err=True)
+        raise typer.Exit(2)
+    from spark_grpc.worker.process import supervise
+
+    supervise(settings, concurrency or settings.worker_concurrency, fork=fork, sweeper=sweeper)
+
+
+@app.command("worker-process", hidden=True)
+def worker_process(
+    name: Annotated[str, typer.Option(help="The worker's name.")],
+    fork: Annotated[bool, typer.Option(help="Fork a process per job.")] = False,
+) -> None:
+    """One RQ worker process (started by `spark-grpc worker`)."""
+    settings = _settings("worker")
+    from spark_grpc.worker.process import run_worker_process
+
+    run_worker_process(settings, name, fork=fork)
 
 
 @app.command()
@@ -141,6 +187,7 @@ def dev(
             )
             logger.info("demo source on http://127.0.0.1:%d/langflow", demo_port)
         children.append(subprocess.Popen([*exe, "serve"], env=env))
+        children.append(subprocess.Popen([*exe, "worker"], env=env))
         _wait_for_children(children)
     finally:
         _stop_children(children)

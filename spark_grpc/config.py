@@ -60,6 +60,27 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest call to a source's API from an RPC (list, get, check).",
     )
+    lease_s: float = Field(
+        default=defaults.LEASE_S,
+        gt=0,
+        description=(
+            "How long a running task's lease lasts without a heartbeat; a task whose worker "
+            "died is retried or failed this long after its last heartbeat."
+        ),
+    )
+    sweep_interval_s: float = Field(
+        default=defaults.SWEEP_INTERVAL_S,
+        gt=0,
+        description="How often the sweeper looks for tasks that should be in the queue.",
+    )
+    worker_concurrency: int = Field(
+        default=defaults.WORKER_CONCURRENCY, ge=1, description="Worker processes per `worker`."
+    )
+    inline_output_bytes: int = Field(
+        default=defaults.INLINE_OUTPUT_BYTES,
+        ge=1024,
+        description="Answers larger than this are kept out of GetTask and sent as chunk events.",
+    )
     db_pool_size: int = Field(default=defaults.DB_POOL_SIZE, ge=1)
     db_connect_timeout_s: float = Field(default=defaults.DB_CONNECT_TIMEOUT_S, gt=0)
     db_health_interval_s: float = Field(default=defaults.DB_HEALTH_INTERVAL_S, gt=0)

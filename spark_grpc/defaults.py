@@ -28,6 +28,37 @@ DB_CONNECT_TIMEOUT_S = 3.0
 #: How often the server probes Postgres to drive the health status.
 DB_HEALTH_INTERVAL_S = 1.0
 
+#: A running task's lease; the worker renews it every third of this while the source call
+#: runs. A task whose worker died is retried (or failed) once its lease expires.
+LEASE_S = 30.0
+
+#: The sweeper's period: re-queues due PENDING tasks and tasks of dead workers.
+SWEEP_INTERVAL_S = 1.0
+
+#: A PENDING task is left this long to the code path that created it before the sweeper
+#: queues it instead, so the sweeper rarely races a RunWorkflow's own enqueue.
+SWEEP_GRACE_S = 1.0
+
+#: A QUEUED task whose job Redis no longer has is re-queued after this long.
+QUEUED_CHECK_AFTER_S = 5.0
+
+#: Worker processes started by `spark-grpc worker` (RQ runs one job per process).
+WORKER_CONCURRENCY = 2
+
+#: Answers larger than this (as JSON) stay out of GetTask; they are stored as output chunk
+#: events of OUTPUT_CHUNK_BYTES each, so every response fits the message limit.
+INLINE_OUTPUT_BYTES = 1024 * 1024
+OUTPUT_CHUNK_BYTES = 256 * 1024
+
+#: Redis pub/sub channel on which CancelTask tells workers to stop a running source call.
+CANCEL_CHANNEL = "spark:task-cancel"
+
+#: Longest input_value of a run.
+MAX_INPUT_BYTES = 1024 * 1024
+
+#: Most runs in one BatchRunWorkflows.
+MAX_BATCH_RUNS = 1000
+
 #: List RPCs: page size when the request leaves it at 0, and the most a page returns.
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000

@@ -46,6 +46,7 @@ import json
 import logging
 import os
 import queue
+import random
 import shutil
 import signal
 import socket
@@ -175,10 +176,24 @@ def _spawn(
 
 
 def _free_port(host: str) -> int:
+    """A free port below the ephemeral range, so it can be kept across restarts.
+
+    A port from the ephemeral range (what binding port 0 gives) goes back to the pool while
+    the server is down, and any outgoing connection on the machine may take it as its local
+    port before the restart.
+    """
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    candidates = list(range(max(1024, low - 12000), low))
+    random.shuffle(candidates)
+    for port in candidates[:200]:
+        if _port_is_free(host, port):
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        fallback: int = sock.getsockname()[1]
+        return fallback
 
 
 def _port_is_free(host: str, port: int) -> bool:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import grpc
 import httpx
+import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -25,6 +26,8 @@ from spark_grpc import defaults
 from spark_grpc._gen.spark.v1 import (
     source_service_pb2,
     source_service_pb2_grpc,
+    task_service_pb2,
+    task_service_pb2_grpc,
     workflow_service_pb2,
     workflow_service_pb2_grpc,
 )
@@ -37,7 +40,9 @@ from spark_grpc.interceptors import ErrorBoundaryInterceptor
 from spark_grpc.pagination import PageTokens
 from spark_grpc.services.deps import ServiceDeps
 from spark_grpc.services.sources import SourceServicer
+from spark_grpc.services.tasks import TaskServicer
 from spark_grpc.services.workflows import WorkflowServicer
+from spark_grpc.tasks.queue import TaskQueue
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +50,7 @@ logger = logging.getLogger(__name__)
 SERVICE_NAMES = (
     source_service_pb2.DESCRIPTOR.services_by_name["SourceService"].full_name,
     workflow_service_pb2.DESCRIPTOR.services_by_name["WorkflowService"].full_name,
+    task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
 )
 
 # Keepalive suited to long-lived streams behind proxies: ping idle connections every 30 s,
@@ -85,6 +91,8 @@ class SparkServer:
                 await task
         await self.server.stop(grace)
         await self.deps.http.aclose()
+        await self.deps.redis.aclose()
+        self.deps.queue.close()
         await self.deps.db.close()
 
     async def _set_health(self, *, serving: bool) -> None:
@@ -132,6 +140,10 @@ def build_deps(settings: Settings, database_url: str) -> ServiceDeps:
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
             follow_redirects=False,
         ),
+        queue=TaskQueue(settings.redis_url),
+        redis=aioredis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=2, socket_timeout=5
+        ),
     )
 
 
@@ -152,6 +164,7 @@ def build_server(settings: Settings, deps: ServiceDeps) -> SparkServer:
     workflow_service_pb2_grpc.add_WorkflowServiceServicer_to_server(  # type: ignore[no-untyped-call]
         WorkflowServicer(deps, sources), server
     )
+    task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(deps), server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection:

@@ -15,14 +15,21 @@ from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import grpc
+import redis.asyncio as aioredis
 import pytest
 from cryptography.fernet import Fernet
 
 from spark_grpc.demo.fake_sources import KINDS, FakeSources, run_fake_sources
 from spark_grpc.embedded import EmbeddedStack
-from tests.support import ServerProcess, Stubs, start_server_process
+from tests.support import (
+    ServerProcess,
+    Stubs,
+    WorkerProcess,
+    start_server_process,
+    start_worker_process,
+)
 
-TABLES = ("workflows", "sources", "idempotency_keys")
+TABLES = ("task_events", "tasks", "workflows", "sources", "idempotency_keys")
 
 
 @pytest.fixture(scope="session")
@@ -76,9 +83,20 @@ def encryption_key() -> str:
 
 
 @pytest.fixture(scope="session")
-def server_env(database_url: str, encryption_key: str) -> dict[str, str]:
+def redis_url(stack: EmbeddedStack | None) -> str:
+    if stack is None:
+        return os.environ["SPARK_TEST_REDIS_URL"]
+    return stack.redis.url
+
+
+@pytest.fixture(scope="session")
+def server_env(database_url: str, redis_url: str, encryption_key: str) -> dict[str, str]:
     return {
         "SPARK_DATABASE_URL": database_url,
+        "SPARK_REDIS_URL": redis_url,
+        # Short lease and sweep period: a killed worker's task moves on within seconds.
+        "SPARK_LEASE_S": "3",
+        "SPARK_SWEEP_INTERVAL_S": "0.2",
         "SPARK_ENCRYPTION_KEYS": encryption_key,
         "SPARK_LOG_FORMAT": "json",
         "SPARK_LOG_LEVEL": "INFO",
@@ -96,6 +114,27 @@ def server(
         yield proc
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def workers(
+    server_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    """A real `spark-grpc worker --concurrency 2` (two RQ processes and the sweeper)."""
+    proc = start_worker_process(server_env, tmp_path_factory.mktemp("workers"), concurrency=2)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture(scope="session")

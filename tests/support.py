@@ -12,9 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psutil
 from google.rpc import error_details_pb2, status_pb2
 
-from spark_grpc._gen.spark.v1 import source_service_pb2_grpc, workflow_service_pb2_grpc
+from spark_grpc._gen.spark.v1 import (
+    source_service_pb2_grpc,
+    task_service_pb2_grpc,
+    workflow_service_pb2_grpc,
+)
 
 
 @dataclass
@@ -62,12 +67,76 @@ def start_server_process(
     return ServerProcess(process, ready.read_text().strip(), log_path)
 
 
+@dataclass
+class WorkerProcess:
+    """A `spark-grpc worker` supervisor and its RQ worker processes."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def children(self) -> list[psutil.Process]:
+        return [
+            p
+            for p in psutil.Process(self.process.pid).children()
+            if "worker-process" in " ".join(p.cmdline())
+        ]
+
+    def stop(self, timeout: float = 40) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                for child in self.children():
+                    child.kill()
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_worker_process(
+    env: dict[str, str], workdir: Path, *, concurrency: int = 2, extra: list[str] | None = None
+) -> WorkerProcess:
+    """Starts `python -m spark_grpc worker` and waits until its RQ workers registered."""
+    log_path = workdir / "worker.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "spark_grpc",
+                "worker",
+                "--concurrency",
+                str(concurrency),
+                *(extra or []),
+            ],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    worker = WorkerProcess(process, log_path)
+    deadline = time.monotonic() + 30
+    while (
+        len(worker.children()) < concurrency
+        or log_path.read_text().count("Listening on") < concurrency
+    ):
+        if process.poll() is not None or time.monotonic() > deadline:
+            worker.stop()
+            raise RuntimeError(f"workers did not start:\n{log_path.read_text()}")
+        time.sleep(0.1)
+    return worker
+
+
 class Stubs:
     """The generated stubs of every spark.v1 service on one channel."""
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self.sources = source_service_pb2_grpc.SourceServiceStub(channel)
         self.workflows = workflow_service_pb2_grpc.WorkflowServiceStub(channel)
+        self.tasks = task_service_pb2_grpc.TaskServiceStub(channel)
 
 
 def status_details(err: grpc.aio.AioRpcError) -> status_pb2.Status:

@@ -11,16 +11,20 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     String,
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -90,6 +94,8 @@ class WorkflowRow(Base):
     folder_name: Mapped[str] = mapped_column(Text, server_default="")
     flow_version: Mapped[str] = mapped_column(Text, server_default="")
     import_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    retry_policy: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    timeout_s: Mapped[float] = mapped_column(Float, server_default="600")
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
 
@@ -112,3 +118,85 @@ class IdempotencyKeyRow(Base):
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
 
     __table_args__ = (Index("ix_idempotency_keys_create_time", "create_time"),)
+
+
+class TaskRow(Base):
+    """One run of a workflow; attempts live on the row, never as new rows."""
+
+    __tablename__ = "tasks"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    workflow_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("workflows.id", ondelete="RESTRICT")
+    )
+    schedule_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    state: Mapped[str] = mapped_column(String(16))
+    input_value: Mapped[str] = mapped_column(Text, server_default="")
+    tweaks: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    output: Mapped[Any | None] = mapped_column(JSONB)
+    output_text: Mapped[str] = mapped_column(Text, server_default="")
+    output_size_bytes: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    output_truncated: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    attempt: Mapped[int] = mapped_column(Integer, server_default="0")
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    retry_policy: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    timeout_s: Mapped[float] = mapped_column(Float)
+    deadline_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    next_attempt_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    worker_name: Mapped[str] = mapped_column(Text, server_default="")
+    lease_expire_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    job_id: Mapped[str] = mapped_column(Text, server_default="")
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    request_hash: Mapped[bytes | None] = mapped_column(LargeBinary)
+    #: What must follow the task through a re-enqueue (trace context, request metadata).
+    context: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    last_sequence: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    start_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finish_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+    __table_args__ = (
+        Index("ix_tasks_create_time_id", "create_time", "id"),
+        Index("ix_tasks_workflow_id_create_time", "workflow_id", "create_time", "id"),
+        Index(
+            "ix_tasks_schedule_id_create_time",
+            "schedule_id",
+            "create_time",
+            "id",
+            postgresql_where=text("schedule_id IS NOT NULL"),
+        ),
+        Index(
+            "uq_tasks_request_id",
+            "request_id",
+            unique=True,
+            postgresql_where=text("request_id IS NOT NULL"),
+        ),
+        # The sweeper's two questions, each answered from a small partial index.
+        Index(
+            "ix_tasks_pending_due",
+            "next_attempt_time",
+            postgresql_where=text("state = 'PENDING'"),
+        ),
+        Index(
+            "ix_tasks_running_lease",
+            "lease_expire_time",
+            postgresql_where=text("state = 'RUNNING'"),
+        ),
+        Index("ix_tasks_queued_update", "update_time", postgresql_where=text("state = 'QUEUED'")),
+    )
+
+
+class TaskEventRow(Base):
+    """The ordered, persisted history of a task: sequence 1, 2, 3 ... per task."""
+
+    __tablename__ = "task_events"
+
+    task_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    event_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    kind: Mapped[str] = mapped_column(String(16))
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB)

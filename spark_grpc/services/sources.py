@@ -283,6 +283,16 @@ class SourceServicer(source_service_pb2_grpc.SourceServiceServicer):
                     reason="SOURCE_HAS_WORKFLOWS",
                     metadata={"workflow_count": str(count)},
                 )
+            workflow_ids = list(
+                (
+                    await session.execute(
+                        select(WorkflowRow.id).where(WorkflowRow.source_id == source_id)
+                    )
+                ).scalars()
+            )
+            from spark_grpc.services.workflows import delete_workflow_tasks
+
+            await delete_workflow_tasks(session, workflow_ids, force=True)
             await session.execute(delete(WorkflowRow).where(WorkflowRow.source_id == source_id))
             await session.execute(delete(SourceRow).where(SourceRow.id == source_id))
         return source_service_pb2.DeleteSourceResponse(deleted_workflow_count=count)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from sqlalchemy import delete, func, literal_column, select
+from sqlalchemy import delete, func, literal_column, select, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,7 +25,14 @@ from spark_grpc._gen.spark.v1 import (
 from spark_grpc.db.idempotency import cached_response, run_idempotent
 from spark_grpc.db.keyset import keyset_page, keyset_position
 from spark_grpc.db.models import WorkflowRow
-from spark_grpc.errors import AlreadyExistsError, NotFoundError
+from spark_grpc.domain.tasks import DEFAULT_TIMEOUT_S, MAX_TIMEOUT_S, RetryPolicy, TaskState
+from spark_grpc.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    FieldViolation,
+    InvalidArgumentError,
+    NotFoundError,
+)
 from spark_grpc.services.convert import (
     component_from_dict,
     component_from_source,
@@ -34,6 +43,14 @@ from spark_grpc.services.convert import (
 from spark_grpc.services.deps import ServiceDeps
 from spark_grpc.services.masks import mask_paths
 from spark_grpc.services.sources import SourceServicer, get_source_row
+from spark_grpc.services.tasks import (
+    STATE_NUMBERS,
+    policy_from_proto,
+    policy_to_proto,
+    task_to_proto,
+)
+from spark_grpc.tasks import store
+from spark_grpc.tasks.queue import enqueue_after_commit
 from spark_grpc.validation import Validator
 
 _UPDATABLE = (
@@ -44,13 +61,50 @@ _UPDATABLE = (
     "output_component_id",
     "graph",
     "components",
+    "retry_policy",
+    "timeout",
 )
 _IMMUTABLE = ("source_id", "remote_flow_id", "id")
 _VIEW = workflow_service_pb2.WorkflowView
 
 
-def workflow_to_proto(row: WorkflowRow, *, full: bool) -> workflow_pb2.Workflow:
+@dataclass(frozen=True)
+class WorkflowStats:
+    """What the original showed on a workflow: its runs at a glance."""
+
+    latest_state: str | None = None
+    task_count: int = 0
+    failed_task_count: int = 0
+
+
+async def workflow_stats(
+    session: AsyncSession, ids: list[uuid.UUID]
+) -> dict[uuid.UUID, WorkflowStats]:
+    """Stats of the given workflows, each from the (workflow_id, create_time) index."""
+    if not ids:
+        return {}
+    rows = (
+        await session.execute(
+            text(
+                "SELECT w.id, "
+                "(SELECT t.state FROM tasks t WHERE t.workflow_id = w.id "
+                " ORDER BY t.create_time DESC, t.id DESC LIMIT 1) AS latest, "
+                "(SELECT count(*) FROM tasks t WHERE t.workflow_id = w.id) AS total, "
+                "(SELECT count(*) FROM tasks t WHERE t.workflow_id = w.id "
+                " AND t.state IN ('FAILED', 'TIMED_OUT')) AS failed "
+                "FROM unnest(CAST(:ids AS uuid[])) AS w(id)"
+            ),
+            {"ids": ids},
+        )
+    ).all()
+    return {r.id: WorkflowStats(r.latest, r.total, r.failed) for r in rows}
+
+
+def workflow_to_proto(
+    row: WorkflowRow, *, full: bool, stats: WorkflowStats | None = None
+) -> workflow_pb2.Workflow:
     """A stored workflow as a client sees it; BASIC leaves out graph and components."""
+    stats = stats or WorkflowStats()
     message = workflow_pb2.Workflow(
         id=str(row.id),
         display_name=row.display_name,
@@ -65,7 +119,12 @@ def workflow_to_proto(row: WorkflowRow, *, full: bool) -> workflow_pb2.Workflow:
         import_time=timestamp(row.import_time),
         create_time=timestamp(row.create_time),
         update_time=timestamp(row.update_time),
+        latest_run_state=STATE_NUMBERS[TaskState(stats.latest_state)] if stats.latest_state else 0,
+        task_count=stats.task_count,
+        failed_task_count=stats.failed_task_count,
+        retry_policy=policy_to_proto(RetryPolicy().merged(RetryPolicy.from_json(row.retry_policy))),
     )
+    message.timeout.FromMilliseconds(int(row.timeout_s * 1000))
     if full:
         if row.graph is not None:
             message.graph.update(row.graph)
@@ -207,8 +266,10 @@ class WorkflowServicer(workflow_service_pb2_grpc.WorkflowServiceServicer):
             result = (await session.execute(statement)).one()
             row = await _get_row(session, result.id)
             await session.refresh(row)
+            stats = await workflow_stats(session, [row.id])
             return workflow_service_pb2.ImportWorkflowResponse(
-                workflow=workflow_to_proto(row, full=True), created=bool(result.created)
+                workflow=workflow_to_proto(row, full=True, stats=stats.get(row.id)),
+                created=bool(result.created),
             )
 
         return write
@@ -238,6 +299,10 @@ class WorkflowServicer(workflow_service_pb2_grpc.WorkflowServiceServicer):
             },
         )
         v.request_id("request_id", request.request_id)
+        policy = policy_from_proto(wf.retry_policy, v, "workflow.retry_policy")
+        timeout_s = (
+            _timeout(v, wf, "workflow.timeout") if wf.HasField("timeout") else DEFAULT_TIMEOUT_S
+        )
         v.raise_if_invalid()
         assert source_id is not None
 
@@ -256,6 +321,8 @@ class WorkflowServicer(workflow_service_pb2_grpc.WorkflowServiceServicer):
                 tags=tags,
                 folder_name=wf.folder_name,
                 flow_version=wf.flow_version,
+                retry_policy=policy.to_json(),
+                timeout_s=timeout_s,
             )
             session.add(row)
             try:
@@ -291,8 +358,11 @@ class WorkflowServicer(workflow_service_pb2_grpc.WorkflowServiceServicer):
         assert workflow_id is not None
         async with self._deps.db.session() as session:
             row = await _get_row(session, workflow_id)
+            stats = await workflow_stats(session, [workflow_id])
         return workflow_service_pb2.GetWorkflowResponse(
-            workflow=workflow_to_proto(row, full=request.view != _VIEW.WORKFLOW_VIEW_BASIC)
+            workflow=workflow_to_proto(
+                row, full=request.view != _VIEW.WORKFLOW_VIEW_BASIC, stats=stats.get(workflow_id)
+            )
         )
 
     async def ListWorkflows(
@@ -327,9 +397,10 @@ class WorkflowServicer(workflow_service_pb2_grpc.WorkflowServiceServicer):
         query = keyset_page(query, WorkflowRow, position, size)
         async with self._deps.db.session() as session:
             rows = list((await session.execute(query)).scalars())
+            stats = await workflow_stats(session, [r.id for r in rows[:size]])
         full = request.view == _VIEW.WORKFLOW_VIEW_FULL
         response = workflow_service_pb2.ListWorkflowsResponse(
-            workflows=[workflow_to_proto(r, full=full) for r in rows[:size]]
+            workflows=[workflow_to_proto(r, full=full, stats=stats.get(r.id)) for r in rows[:size]]
         )
         if len(rows) > size:
             response.next_page_token = self._deps.tokens.encode(
@@ -361,6 +432,8 @@ class WorkflowServicer(workflow_service_pb2_grpc.WorkflowServiceServicer):
         for field in ("input_component_id", "output_component_id"):
             if field in paths:
                 v.identifier(f"workflow.{field}", getattr(wf, field), required=False)
+        policy = policy_from_proto(wf.retry_policy, v, "workflow.retry_policy")
+        timeout_s = _timeout(v, wf, "workflow.timeout") if "timeout" in paths else DEFAULT_TIMEOUT_S
         if not paths and not v.violations:
             v.add("update_mask", "names no field to change")
         v.raise_if_invalid()
@@ -392,11 +465,16 @@ class WorkflowServicer(workflow_service_pb2_grpc.WorkflowServiceServicer):
                 },
             )
             v.raise_if_invalid()
+            if "retry_policy" in paths:
+                row.retry_policy = policy.to_json()
+            if "timeout" in paths:
+                row.timeout_s = timeout_s
             row.update_time = func.clock_timestamp()
             await session.flush()
             await session.refresh(row)
+            stats = await workflow_stats(session, [row.id])
         return workflow_service_pb2.UpdateWorkflowResponse(
-            workflow=workflow_to_proto(row, full=True)
+            workflow=workflow_to_proto(row, full=True, stats=stats.get(row.id))
         )
 
     async def DeleteWorkflow(
@@ -407,11 +485,154 @@ class WorkflowServicer(workflow_service_pb2_grpc.WorkflowServiceServicer):
         v.raise_if_invalid()
         assert workflow_id is not None
         async with self._deps.db.session() as session:
-            result = await session.execute(delete(WorkflowRow).where(WorkflowRow.id == workflow_id))
-            if result.rowcount == 0:  # type: ignore[attr-defined]
-                raise NotFoundError(
-                    f"no workflow has id {workflow_id}",
-                    reason="WORKFLOW_NOT_FOUND",
-                    metadata={"workflow_id": str(workflow_id)},
+            await _get_row(session, workflow_id, lock=True)
+            deleted = await delete_workflow_tasks(session, [workflow_id], force=request.force)
+            await session.execute(delete(WorkflowRow).where(WorkflowRow.id == workflow_id))
+        return workflow_service_pb2.DeleteWorkflowResponse(deleted_task_count=deleted)
+
+    async def RunWorkflow(
+        self, request: workflow_service_pb2.RunWorkflowRequest, context: grpc.aio.ServicerContext
+    ) -> workflow_service_pb2.RunWorkflowResponse:
+        tasks = await self._run([request], batch=False)
+        return workflow_service_pb2.RunWorkflowResponse(task=tasks[0])
+
+    async def BatchRunWorkflows(
+        self,
+        request: workflow_service_pb2.BatchRunWorkflowsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> workflow_service_pb2.BatchRunWorkflowsResponse:
+        if not 1 <= len(request.requests) <= defaults.MAX_BATCH_RUNS:
+            raise InvalidArgumentError(
+                f"requests must hold 1 to {defaults.MAX_BATCH_RUNS} runs, got {len(request.requests)}",
+                violations=[FieldViolation("requests", f"1 to {defaults.MAX_BATCH_RUNS} runs")],
+            )
+        tasks = await self._run(list(request.requests), batch=True)
+        return workflow_service_pb2.BatchRunWorkflowsResponse(tasks=tasks)
+
+    async def _run(
+        self, requests: list[workflow_service_pb2.RunWorkflowRequest], *, batch: bool
+    ) -> list[Any]:
+        """Validates every run, writes the tasks in one transaction, then queues them."""
+        v = Validator()
+        parsed: list[tuple[uuid.UUID, RetryPolicy, float | None]] = []
+        for i, req in enumerate(requests):
+            prefix = f"requests[{i}]." if batch else ""
+            workflow_id = v.uuid(f"{prefix}workflow_id", req.workflow_id)
+            if len(req.input_value.encode()) > defaults.MAX_INPUT_BYTES:
+                v.add(f"{prefix}input_value", f"must be at most {defaults.MAX_INPUT_BYTES} bytes")
+            elif "\x00" in req.input_value:
+                v.add(f"{prefix}input_value", "must not contain NUL characters")
+            for key in req.tweaks.fields:
+                v.identifier(f"{prefix}tweaks", key)
+            override = policy_from_proto(req.retry_policy, v, f"{prefix}retry_policy")
+            timeout_s = _timeout(v, req, f"{prefix}timeout") if req.HasField("timeout") else None
+            if req.HasField("deadline_time") and req.deadline_time.ToDatetime(
+                tzinfo=UTC
+            ) <= datetime.now(UTC):
+                v.add(f"{prefix}deadline_time", "must be in the future")
+            v.request_id(f"{prefix}request_id", req.request_id)
+            if workflow_id is not None:
+                parsed.append((workflow_id, override, timeout_s))
+        v.raise_if_invalid()
+        workflow_ids = list({p[0] for p in parsed})
+        async with self._deps.db.session() as session:
+            found = {
+                r.id: r
+                for r in (
+                    await session.execute(
+                        text(
+                            "SELECT w.id, w.retry_policy, w.timeout_s, s.enabled, s.display_name "
+                            "FROM workflows w JOIN sources s ON s.id = w.source_id "
+                            "WHERE w.id = ANY(:ids)"
+                        ),
+                        {"ids": workflow_ids},
+                    )
+                ).all()
+            }
+            new_tasks = []
+            for i, (req, (workflow_id, override, timeout_s)) in enumerate(
+                zip(requests, parsed, strict=True)
+            ):
+                workflow = found.get(workflow_id)
+                if workflow is None:
+                    raise NotFoundError(
+                        f"no workflow has id {workflow_id}",
+                        reason="WORKFLOW_NOT_FOUND",
+                        metadata={"workflow_id": str(workflow_id), "index": str(i)},
+                    )
+                if not workflow.enabled:
+                    raise FailedPreconditionError(
+                        f"the source {workflow.display_name!r} of workflow {workflow_id} is "
+                        "disabled; enable it with UpdateSource first",
+                        reason="SOURCE_DISABLED",
+                        metadata={"workflow_id": str(workflow_id)},
+                    )
+                new_tasks.append(
+                    store.NewTask(
+                        workflow_id=workflow_id,
+                        input_value=req.input_value,
+                        tweaks=struct_to_dict(req.tweaks),
+                        retry_policy=RetryPolicy()
+                        .merged(RetryPolicy.from_json(workflow.retry_policy))
+                        .merged(override),
+                        timeout_s=timeout_s or workflow.timeout_s,
+                        deadline_time=req.deadline_time.ToDatetime(tzinfo=UTC)
+                        if req.HasField("deadline_time")
+                        else None,
+                        request_id=req.request_id or None,
+                        request_hash=_run_fingerprint(req) if req.request_id else None,
+                    )
                 )
-        return workflow_service_pb2.DeleteWorkflowResponse()
+            written = await store.insert_tasks(session, new_tasks)
+        created = [(row.id, row.timeout_s) for row, is_new in written if is_new]
+        queued = await enqueue_after_commit(self._deps.db, self._deps.queue, created)
+        return [task_to_proto(queued.get(row.id, row)) for row, _ in written]
+
+
+def _run_fingerprint(request: workflow_service_pb2.RunWorkflowRequest) -> bytes:
+    copy = workflow_service_pb2.RunWorkflowRequest()
+    copy.CopyFrom(request)
+    copy.request_id = ""
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).digest()
+
+
+def _timeout(v: Validator, message: Any, field: str) -> float:
+    """A per-attempt timeout: 1 s to 24 h."""
+    seconds = float(message.timeout.ToTimedelta().total_seconds())
+    if not 1 <= seconds <= MAX_TIMEOUT_S:
+        v.add(field, "must be between 1 s and 24 h")
+    return seconds
+
+
+async def delete_workflow_tasks(
+    session: AsyncSession, workflow_ids: list[uuid.UUID], *, force: bool
+) -> int:
+    """Deletes the tasks (and, by cascade, the events) of workflows about to be deleted.
+
+    Without force, any task is FAILED_PRECONDITION; with it, a RUNNING task still is.
+    """
+    counts = (
+        await session.execute(
+            text(
+                "SELECT count(*) AS total, count(*) FILTER (WHERE state = 'RUNNING') AS running "
+                "FROM tasks WHERE workflow_id = ANY(:ids)"
+            ),
+            {"ids": workflow_ids},
+        )
+    ).one()
+    if counts.total and not force:
+        raise FailedPreconditionError(
+            f"{counts.total} task(s) belong to this workflow; set force to delete them with it",
+            reason="WORKFLOW_HAS_TASKS",
+            metadata={"task_count": str(counts.total)},
+        )
+    if counts.running:
+        raise FailedPreconditionError(
+            f"{counts.running} task(s) of this workflow are RUNNING; cancel them first",
+            reason="WORKFLOW_HAS_RUNNING_TASKS",
+            metadata={"running_task_count": str(counts.running)},
+        )
+    await session.execute(
+        text("DELETE FROM tasks WHERE workflow_id = ANY(:ids)"), {"ids": workflow_ids}
+    )
+    return int(counts.total)

@@ -76,6 +76,10 @@ def server_pid(server: EmbeddedPostgres | EmbeddedRedis) -> int:
 async def test_data_survives_graceful_restart_on_the_same_port(stack: EmbeddedStack) -> None:
     stack.start()
     pg_port, redis_port = stack.postgres.port, stack.redis.port
+    # Outside the ephemeral range: no outgoing connection can take them while we are down.
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert pg_port < ephemeral_low
+    assert redis_port < ephemeral_low
     assert stack.postgres.url == f"postgresql+asyncpg://postgres@127.0.0.1:{pg_port}/spark"
     assert stack.redis.url == f"redis://127.0.0.1:{redis_port}/0"
     await write_row(stack.postgres, "before restart")

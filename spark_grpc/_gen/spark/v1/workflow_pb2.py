@@ -22,18 +22,20 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from spark_grpc._gen.spark.v1 import component_pb2 as spark_dot_v1_dot_component__pb2
+from spark_grpc._gen.spark.v1 import task_pb2 as spark_dot_v1_dot_task__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17spark/v1/workflow.proto\x12\x08spark.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18spark/v1/component.proto\"\xf3\x04\n\x08Workflow\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12!\n\x0c\x64isplay_name\x18\x02 \x01(\tR\x0b\x64isplayName\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\x12\x1b\n\tsource_id\x18\x04 \x01(\tR\x08sourceId\x12$\n\x0eremote_flow_id\x18\x05 \x01(\tR\x0cremoteFlowId\x12-\n\x05graph\x18\x06 \x01(\x0b\x32\x17.google.protobuf.StructR\x05graph\x12\x33\n\ncomponents\x18\x07 \x03(\x0b\x32\x13.spark.v1.ComponentR\ncomponents\x12,\n\x12input_component_id\x18\x08 \x01(\tR\x10inputComponentId\x12.\n\x13output_component_id\x18\t \x01(\tR\x11outputComponentId\x12\x12\n\x04tags\x18\n \x03(\tR\x04tags\x12\x1f\n\x0b\x66older_name\x18\x0b \x01(\tR\nfolderName\x12!\n\x0c\x66low_version\x18\x0c \x01(\tR\x0b\x66lowVersion\x12;\n\x0bimport_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nimportTime\x12;\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTimeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17spark/v1/workflow.proto\x12\x08spark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18spark/v1/component.proto\x1a\x13spark/v1/task.proto\"\xec\x06\n\x08Workflow\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12!\n\x0c\x64isplay_name\x18\x02 \x01(\tR\x0b\x64isplayName\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\x12\x1b\n\tsource_id\x18\x04 \x01(\tR\x08sourceId\x12$\n\x0eremote_flow_id\x18\x05 \x01(\tR\x0cremoteFlowId\x12-\n\x05graph\x18\x06 \x01(\x0b\x32\x17.google.protobuf.StructR\x05graph\x12\x33\n\ncomponents\x18\x07 \x03(\x0b\x32\x13.spark.v1.ComponentR\ncomponents\x12,\n\x12input_component_id\x18\x08 \x01(\tR\x10inputComponentId\x12.\n\x13output_component_id\x18\t \x01(\tR\x11outputComponentId\x12\x12\n\x04tags\x18\n \x03(\tR\x04tags\x12\x1f\n\x0b\x66older_name\x18\x0b \x01(\tR\nfolderName\x12!\n\x0c\x66low_version\x18\x0c \x01(\tR\x0b\x66lowVersion\x12;\n\x0bimport_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nimportTime\x12;\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x12=\n\x10latest_run_state\x18\x10 \x01(\x0e\x32\x13.spark.v1.TaskStateR\x0elatestRunState\x12\x1d\n\ntask_count\x18\x11 \x01(\x03R\ttaskCount\x12*\n\x11\x66\x61iled_task_count\x18\x12 \x01(\x03R\x0f\x66\x61iledTaskCount\x12\x38\n\x0cretry_policy\x18\x13 \x01(\x0b\x32\x15.spark.v1.RetryPolicyR\x0bretryPolicy\x12\x33\n\x07timeout\x18\x14 \x01(\x0b\x32\x19.google.protobuf.DurationR\x07timeoutb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'spark.v1.workflow_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WORKFLOW']._serialized_start=127
-  _globals['_WORKFLOW']._serialized_end=754
+  _globals['_WORKFLOW']._serialized_start=180
+  _globals['_WORKFLOW']._serialized_end=1056
 # @@protoc_insertion_point(module_scope)

@@ -22,43 +22,55 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from spark_grpc._gen.spark.v1 import task_pb2 as spark_dot_v1_dot_task__pb2
 from spark_grpc._gen.spark.v1 import workflow_pb2 as spark_dot_v1_dot_workflow__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fspark/v1/workflow_service.proto\x12\x08spark.v1\x1a google/protobuf/field_mask.proto\x1a\x17spark/v1/workflow.proto\"\xeb\x01\n\x15ImportWorkflowRequest\x12\x1b\n\tsource_id\x18\x01 \x01(\tR\x08sourceId\x12$\n\x0eremote_flow_id\x18\x02 \x01(\tR\x0cremoteFlowId\x12,\n\x12input_component_id\x18\x03 \x01(\tR\x10inputComponentId\x12.\n\x13output_component_id\x18\x04 \x01(\tR\x11outputComponentId\x12\x12\n\x04tags\x18\x05 \x03(\tR\x04tags\x12\x1d\n\nrequest_id\x18\x06 \x01(\tR\trequestId\"b\n\x16ImportWorkflowResponse\x12.\n\x08workflow\x18\x01 \x01(\x0b\x32\x12.spark.v1.WorkflowR\x08workflow\x12\x18\n\x07\x63reated\x18\x02 \x01(\x08R\x07\x63reated\"f\n\x15\x43reateWorkflowRequest\x12.\n\x08workflow\x18\x01 \x01(\x0b\x32\x12.spark.v1.WorkflowR\x08workflow\x12\x1d\n\nrequest_id\x18\x02 \x01(\tR\trequestId\"H\n\x16\x43reateWorkflowResponse\x12.\n\x08workflow\x18\x01 \x01(\x0b\x32\x12.spark.v1.WorkflowR\x08workflow\"P\n\x12GetWorkflowRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12*\n\x04view\x18\x02 \x01(\x0e\x32\x16.spark.v1.WorkflowViewR\x04view\"E\n\x13GetWorkflowResponse\x12.\n\x08workflow\x18\x01 \x01(\x0b\x32\x12.spark.v1.WorkflowR\x08workflow\"\xf8\x01\n\x14ListWorkflowsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12\x1b\n\tsource_id\x18\x03 \x01(\tR\x08sourceId\x12$\n\x0eremote_flow_id\x18\x04 \x01(\tR\x0cremoteFlowId\x12\x10\n\x03tag\x18\x05 \x01(\tR\x03tag\x12#\n\rname_contains\x18\x06 \x01(\tR\x0cnameContains\x12*\n\x04view\x18\x07 \x01(\x0e\x32\x16.spark.v1.WorkflowViewR\x04view\"q\n\x15ListWorkflowsResponse\x12\x30\n\tworkflows\x18\x01 \x03(\x0b\x32\x12.spark.v1.WorkflowR\tworkflows\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x84\x01\n\x15UpdateWorkflowRequest\x12.\n\x08workflow\x18\x01 \x01(\x0b\x32\x12.spark.v1.WorkflowR\x08workflow\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask\"H\n\x16UpdateWorkflowResponse\x12.\n\x08workflow\x18\x01 \x01(\x0b\x32\x12.spark.v1.WorkflowR\x08workflow\"=\n\x15\x44\x65leteWorkflowRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n\x05\x66orce\x18\x02 \x01(\x08R\x05\x66orce\"\x18\n\x16\x44\x65leteWorkflowResponse*^\n\x0cWorkflowView\x12\x1d\n\x19WORKFLOW_VIEW_UNSPECIFIED\x10\x00\x12\x17\n\x13WORKFLOW_VIEW_BASIC\x10\x01\x12\x16\n\x12WORKFLOW_VIEW_FULL\x10\x02\x32\x83\x04\n\x0fWorkflowService\x12S\n\x0eImportWorkflow\x12\x1f.spark.v1.ImportWorkflowRequest\x1a .spark.v1.ImportWorkflowResponse\x12S\n\x0e\x43reateWorkflow\x12\x1f.spark.v1.CreateWorkflowRequest\x1a .spark.v1.CreateWorkflowResponse\x12J\n\x0bGetWorkflow\x12\x1c.spark.v1.GetWorkflowRequest\x1a\x1d.spark.v1.GetWorkflowResponse\x12P\n\rListWorkflows\x12\x1e.spark.v1.ListWorkflowsRequest\x1a\x1f.spark.v1.ListWorkflowsResponse\x12S\n\x0eUpdateWorkflow\x12\x1f.spark.v1.UpdateWorkflowRequest\x1a .spark.v1.UpdateWorkflowResponse\x12S\n\x0e\x44\x65leteWorkflow\x12\x1f.spark.v1.DeleteWorkflowRequest\x1a .spark.v1.DeleteWorkflowResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fspark/v1/workflow_service.proto\x12\x08spark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13spark/v1/task.proto\x1a\x17spark/v1/workflow.proto\"\xeb\x01\n\x15ImportWorkflowRequest\x12\x1b\n\tsource_id\x18\x01 \x01(\tR\x08sourceId\x12$\n\x0eremote_flow_id\x18\x02 \x01(\tR\x0cremoteFlowId\x12,\n\x12input_component_id\x18\x03 \x01(\tR\x10inputComponentId\x12.\n\x13output_component_id\x18\x04 \x01(\tR\x11outputComponentId\x12\x12\n\x04tags\x18\x05 \x03(\tR\x04tags\x12\x1d\n\nrequest_id\x18\x06 \x01(\tR\trequestId\"b\n\x16ImportWorkflowResponse\x12.\n\x08workflow\x18\x01 \x01(\x0b\x32\x12.spark.v1.WorkflowR\x08workflow\x12\x18\n\x07\x63reated\x18\x02 \x01(\x08R\x07\x63reated\"f\n\x15\x43reateWorkflowRequest\x12.\n\x08workflow\x18\x01 \x01(\x0b\x32\x12.spark.v1.WorkflowR\x08workflow\x12\x1d\n\nrequest_id\x18\x02 \x01(\tR\trequestId\"H\n\x16\x43reateWorkflowResponse\x12.\n\x08workflow\x18\x01 \x01(\x0b\x32\x12.spark.v1.WorkflowR\x08workflow\"P\n\x12GetWorkflowRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12*\n\x04view\x18\x02 \x01(\x0e\x32\x16.spark.v1.WorkflowViewR\x04view\"E\n\x13GetWorkflowResponse\x12.\n\x08workflow\x18\x01 \x01(\x0b\x32\x12.spark.v1.WorkflowR\x08workflow\"\xf8\x01\n\x14ListWorkflowsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12\x1b\n\tsource_id\x18\x03 \x01(\tR\x08sourceId\x12$\n\x0eremote_flow_id\x18\x04 \x01(\tR\x0cremoteFlowId\x12\x10\n\x03tag\x18\x05 \x01(\tR\x03tag\x12#\n\rname_contains\x18\x06 \x01(\tR\x0cnameContains\x12*\n\x04view\x18\x07 \x01(\x0e\x32\x16.spark.v1.WorkflowViewR\x04view\"q\n\x15ListWorkflowsResponse\x12\x30\n\tworkflows\x18\x01 \x03(\x0b\x32\x12.spark.v1.WorkflowR\tworkflows\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x84\x01\n\x15UpdateWorkflowRequest\x12.\n\x08workflow\x18\x01 \x01(\x0b\x32\x12.spark.v1.WorkflowR\x08workflow\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask\"H\n\x16UpdateWorkflowResponse\x12.\n\x08workflow\x18\x01 \x01(\x0b\x32\x12.spark.v1.WorkflowR\x08workflow\"=\n\x15\x44\x65leteWorkflowRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n\x05\x66orce\x18\x02 \x01(\x08R\x05\x66orce\"F\n\x16\x44\x65leteWorkflowResponse\x12,\n\x12\x64\x65leted_task_count\x18\x01 \x01(\x05R\x10\x64\x65letedTaskCount\"\xd6\x02\n\x12RunWorkflowRequest\x12\x1f\n\x0bworkflow_id\x18\x01 \x01(\tR\nworkflowId\x12\x1f\n\x0binput_value\x18\x02 \x01(\tR\ninputValue\x12/\n\x06tweaks\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructR\x06tweaks\x12\x33\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationR\x07timeout\x12\x38\n\x0cretry_policy\x18\x05 \x01(\x0b\x32\x15.spark.v1.RetryPolicyR\x0bretryPolicy\x12?\n\rdeadline_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0c\x64\x65\x61\x64lineTime\x12\x1d\n\nrequest_id\x18\x07 \x01(\tR\trequestId\"9\n\x13RunWorkflowResponse\x12\"\n\x04task\x18\x01 \x01(\x0b\x32\x0e.spark.v1.TaskR\x04task\"T\n\x18\x42\x61tchRunWorkflowsRequest\x12\x38\n\x08requests\x18\x01 \x03(\x0b\x32\x1c.spark.v1.RunWorkflowRequestR\x08requests\"A\n\x19\x42\x61tchRunWorkflowsResponse\x12$\n\x05tasks\x18\x01 \x03(\x0b\x32\x0e.spark.v1.TaskR\x05tasks*^\n\x0cWorkflowView\x12\x1d\n\x19WORKFLOW_VIEW_UNSPECIFIED\x10\x00\x12\x17\n\x13WORKFLOW_VIEW_BASIC\x10\x01\x12\x16\n\x12WORKFLOW_VIEW_FULL\x10\x02\x32\xad\x05\n\x0fWorkflowService\x12S\n\x0eImportWorkflow\x12\x1f.spark.v1.ImportWorkflowRequest\x1a .spark.v1.ImportWorkflowResponse\x12S\n\x0e\x43reateWorkflow\x12\x1f.spark.v1.CreateWorkflowRequest\x1a .spark.v1.CreateWorkflowResponse\x12J\n\x0bGetWorkflow\x12\x1c.spark.v1.GetWorkflowRequest\x1a\x1d.spark.v1.GetWorkflowResponse\x12P\n\rListWorkflows\x12\x1e.spark.v1.ListWorkflowsRequest\x1a\x1f.spark.v1.ListWorkflowsResponse\x12S\n\x0eUpdateWorkflow\x12\x1f.spark.v1.UpdateWorkflowRequest\x1a .spark.v1.UpdateWorkflowResponse\x12S\n\x0e\x44\x65leteWorkflow\x12\x1f.spark.v1.DeleteWorkflowRequest\x1a .spark.v1.DeleteWorkflowResponse\x12J\n\x0bRunWorkflow\x12\x1c.spark.v1.RunWorkflowRequest\x1a\x1d.spark.v1.RunWorkflowResponse\x12\\\n\x11\x42\x61tchRunWorkflows\x12\".spark.v1.BatchRunWorkflowsRequest\x1a#.spark.v1.BatchRunWorkflowsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'spark.v1.workflow_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WORKFLOWVIEW']._serialized_start=1437
-  _globals['_WORKFLOWVIEW']._serialized_end=1531
-  _globals['_IMPORTWORKFLOWREQUEST']._serialized_start=105
-  _globals['_IMPORTWORKFLOWREQUEST']._serialized_end=340
-  _globals['_IMPORTWORKFLOWRESPONSE']._serialized_start=342
-  _globals['_IMPORTWORKFLOWRESPONSE']._serialized_end=440
-  _globals['_CREATEWORKFLOWREQUEST']._serialized_start=442
-  _globals['_CREATEWORKFLOWREQUEST']._serialized_end=544
-  _globals['_CREATEWORKFLOWRESPONSE']._serialized_start=546
-  _globals['_CREATEWORKFLOWRESPONSE']._serialized_end=618
-  _globals['_GETWORKFLOWREQUEST']._serialized_start=620
-  _globals['_GETWORKFLOWREQUEST']._serialized_end=700
-  _globals['_GETWORKFLOWRESPONSE']._serialized_start=702
-  _globals['_GETWORKFLOWRESPONSE']._serialized_end=771
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=774
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=1022
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=1024
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=1137
-  _globals['_UPDATEWORKFLOWREQUEST']._serialized_start=1140
-  _globals['_UPDATEWORKFLOWREQUEST']._serialized_end=1272
-  _globals['_UPDATEWORKFLOWRESPONSE']._serialized_start=1274
-  _globals['_UPDATEWORKFLOWRESPONSE']._serialized_end=1346
-  _globals['_DELETEWORKFLOWREQUEST']._serialized_start=1348
-  _globals['_DELETEWORKFLOWREQUEST']._serialized_end=1409
-  _globals['_DELETEWORKFLOWRESPONSE']._serialized_start=1411
-  _globals['_DELETEWORKFLOWRESPONSE']._serialized_end=1435
-  _globals['_WORKFLOWSERVICE']._serialized_start=1534
-  _globals['_WORKFLOWSERVICE']._serialized_end=2049
+  _globals['_WORKFLOWVIEW']._serialized_start=2156
+  _globals['_WORKFLOWVIEW']._serialized_end=2250
+  _globals['_IMPORTWORKFLOWREQUEST']._serialized_start=221
+  _globals['_IMPORTWORKFLOWREQUEST']._serialized_end=456
+  _globals['_IMPORTWORKFLOWRESPONSE']._serialized_start=458
+  _globals['_IMPORTWORKFLOWRESPONSE']._serialized_end=556
+  _globals['_CREATEWORKFLOWREQUEST']._serialized_start=558
+  _globals['_CREATEWORKFLOWREQUEST']._serialized_end=660
+  _globals['_CREATEWORKFLOWRESPONSE']._serialized_start=662
+  _globals['_CREATEWORKFLOWRESPONSE']._serialized_end=734
+  _globals['_GETWORKFLOWREQUEST']._serialized_start=736
+  _globals['_GETWORKFLOWREQUEST']._serialized_end=816
+  _globals['_GETWORKFLOWRESPONSE']._serialized_start=818
+  _globals['_GETWORKFLOWRESPONSE']._serialized_end=887
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=890
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=1138
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=1140
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=1253
+  _globals['_UPDATEWORKFLOWREQUEST']._serialized_start=1256
+  _globals['_UPDATEWORKFLOWREQUEST']._serialized_end=1388
+  _globals['_UPDATEWORKFLOWRESPONSE']._serialized_start=1390
+  _globals['_UPDATEWORKFLOWRESPONSE']._serialized_end=1462
+  _globals['_DELETEWORKFLOWREQUEST']._serialized_start=1464
+  _globals['_DELETEWORKFLOWREQUEST']._serialized_end=1525
+  _globals['_DELETEWORKFLOWRESPONSE']._serialized_start=1527
+  _globals['_DELETEWORKFLOWRESPONSE']._serialized_end=1597
+  _globals['_RUNWORKFLOWREQUEST']._serialized_start=1600
+  _globals['_RUNWORKFLOWREQUEST']._serialized_end=1942
+  _globals['_RUNWORKFLOWRESPONSE']._serialized_start=1944
+  _globals['_RUNWORKFLOWRESPONSE']._serialized_end=2001
+  _globals['_BATCHRUNWORKFLOWSREQUEST']._serialized_start=2003
+  _globals['_BATCHRUNWORKFLOWSREQUEST']._serialized_end=2087
+  _globals['_BATCHRUNWORKFLOWSRESPONSE']._serialized_start=2089
+  _globals['_BATCHRUNWORKFLOWSRESPONSE']._serialized_end=2154
+  _globals['_WORKFLOWSERVICE']._serialized_start=2253
+  _globals['_WORKFLOWSERVICE']._serialized_end=2938
 # @@protoc_insertion_point(module_scope)

@@ -1,4 +1,10 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from spark_grpc._gen.spark.v1 import task_pb2 as _task_pb2
 from spark_grpc._gen.spark.v1 import workflow_pb2 as _workflow_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -119,5 +125,43 @@ class DeleteWorkflowRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class DeleteWorkflowResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("deleted_task_count",)
+    DELETED_TASK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    deleted_task_count: int
+    def __init__(self, deleted_task_count: _Optional[int] = ...) -> None: ...
+
+class RunWorkflowRequest(_message.Message):
+    __slots__ = ("workflow_id", "input_value", "tweaks", "timeout", "retry_policy", "deadline_time", "request_id")
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    TWEAKS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    RETRY_POLICY_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_TIME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    input_value: str
+    tweaks: _struct_pb2.Struct
+    timeout: _duration_pb2.Duration
+    retry_policy: _task_pb2.RetryPolicy
+    deadline_time: _timestamp_pb2.Timestamp
+    request_id: str
+    def __init__(self, workflow_id: _Optional[str] = ..., input_value: _Optional[str] = ..., tweaks: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_policy: _Optional[_Union[_task_pb2.RetryPolicy, _Mapping]] = ..., deadline_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class RunWorkflowResponse(_message.Message):
+    __slots__ = ("task",)
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    task: _task_pb2.Task
+    def __init__(self, task: _Optional[_Union[_task_pb2.Task, _Mapping]] = ...) -> None: ...
+
+class BatchRunWorkflowsRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[RunWorkflowRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[RunWorkflowRequest, _Mapping]]] = ...) -> None: ...
+
+class BatchRunWorkflowsResponse(_message.Message):
+    __slots__ = ("tasks",)
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedCompositeFieldContainer[_task_pb2.Task]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[_task_pb2.Task, _Mapping]]] = ...) -> None: ...

@@ -65,6 +65,16 @@ class WorkflowServiceStub:
                 request_serializer=spark_dot_v1_dot_workflow__service__pb2.DeleteWorkflowRequest.SerializeToString,
                 response_deserializer=spark_dot_v1_dot_workflow__service__pb2.DeleteWorkflowResponse.FromString,
                 _registered_method=True)
+        self.RunWorkflow = channel.unary_unary(
+                '/spark.v1.WorkflowService/RunWorkflow',
+                request_serializer=spark_dot_v1_dot_workflow__service__pb2.RunWorkflowRequest.SerializeToString,
+                response_deserializer=spark_dot_v1_dot_workflow__service__pb2.RunWorkflowResponse.FromString,
+                _registered_method=True)
+        self.BatchRunWorkflows = channel.unary_unary(
+                '/spark.v1.WorkflowService/BatchRunWorkflows',
+                request_serializer=spark_dot_v1_dot_workflow__service__pb2.BatchRunWorkflowsRequest.SerializeToString,
+                response_deserializer=spark_dot_v1_dot_workflow__service__pb2.BatchRunWorkflowsResponse.FromString,
+                _registered_method=True)
 
 
 class WorkflowServiceServicer:
@@ -106,15 +116,35 @@ class WorkflowServiceServicer:
 
     def UpdateWorkflow(self, request, context):
         """Changes the fields named in `update_mask`: display_name, description, tags,
-        input_component_id, output_component_id, graph, components. `source_id` and
-        `remote_flow_id` cannot change (INVALID_ARGUMENT).
+        input_component_id, output_component_id, graph, components, retry_policy, timeout.
+        `source_id` and `remote_flow_id` cannot change (INVALID_ARGUMENT).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteWorkflow(self, request, context):
-        """Deletes a workflow.
+        """Deletes a workflow. A workflow that has tasks is FAILED_PRECONDITION unless `force`
+        is set; `force` refuses while any of its tasks is RUNNING, and otherwise deletes its
+        tasks and their events with it, in one transaction.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunWorkflow(self, request, context):
+        """Runs a workflow: stores a task, queues it for a worker and returns it at once,
+        PENDING or QUEUED; it never waits for the run. Follow it with TaskService.GetTask or
+        ListTaskEvents. A workflow whose source is disabled is FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchRunWorkflows(self, request, context):
+        """Runs up to 1,000 workflows (or one workflow with many inputs) in one call: every run
+        is validated first and all are rejected if one is bad; the tasks are written in one
+        transaction and queued in one round trip.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -152,6 +182,16 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.DeleteWorkflow,
                     request_deserializer=spark_dot_v1_dot_workflow__service__pb2.DeleteWorkflowRequest.FromString,
                     response_serializer=spark_dot_v1_dot_workflow__service__pb2.DeleteWorkflowResponse.SerializeToString,
+            ),
+            'RunWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunWorkflow,
+                    request_deserializer=spark_dot_v1_dot_workflow__service__pb2.RunWorkflowRequest.FromString,
+                    response_serializer=spark_dot_v1_dot_workflow__service__pb2.RunWorkflowResponse.SerializeToString,
+            ),
+            'BatchRunWorkflows': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchRunWorkflows,
+                    request_deserializer=spark_dot_v1_dot_workflow__service__pb2.BatchRunWorkflowsRequest.FromString,
+                    response_serializer=spark_dot_v1_dot_workflow__service__pb2.BatchRunWorkflowsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -317,6 +357,60 @@ class WorkflowService:
             '/spark.v1.WorkflowService/DeleteWorkflow',
             spark_dot_v1_dot_workflow__service__pb2.DeleteWorkflowRequest.SerializeToString,
             spark_dot_v1_dot_workflow__service__pb2.DeleteWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spark.v1.WorkflowService/RunWorkflow',
+            spark_dot_v1_dot_workflow__service__pb2.RunWorkflowRequest.SerializeToString,
+            spark_dot_v1_dot_workflow__service__pb2.RunWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchRunWorkflows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spark.v1.WorkflowService/BatchRunWorkflows',
+            spark_dot_v1_dot_workflow__service__pb2.BatchRunWorkflowsRequest.SerializeToString,
+            spark_dot_v1_dot_workflow__service__pb2.BatchRunWorkflowsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,108 @@
+"""The worker processes: ``spark-grpc worker --concurrency N`` supervises N RQ worker
+processes (RQ runs one job at a time per process) and runs the sweeper.
+
+Each RQ worker is non-forking by default (a fork costs ~15 ms a job on 2 cores); a slow
+source occupies one process and never stalls the others. ``--fork`` uses RQ's forking
+Worker instead, for jobs that must not share a process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from rq import Queue, SimpleWorker, Worker
+
+from spark_grpc.config import Settings
+from spark_grpc.db.session import Database, create_engine
+from spark_grpc.tasks.queue import QUEUE_NAME, TaskQueue, redis_connection
+from spark_grpc.worker import runtime
+from spark_grpc.worker.sweeper import run_sweeper
+
+logger = logging.getLogger(__name__)
+
+
+def run_worker_process(settings: Settings, name: str, *, fork: bool) -> None:
+    """One RQ worker process, until SIGTERM (finishes its current job first)."""
+    rt = runtime.WorkerRuntime.start(settings, name) if not fork else None
+    runtime.set_current(rt)
+    connection = redis_connection(settings.redis_url)
+    worker_class = Worker if fork else SimpleWorker
+    worker = worker_class(
+        [Queue(QUEUE_NAME, connection=connection)], connection=connection, name=name
+    )
+    try:
+        worker.work(logging_level=settings.log_level, with_scheduler=False)
+    finally:
+        if rt is not None:
+            rt.stop()
+        connection.close()
+
+
+def supervise(settings: Settings, concurrency: int, *, fork: bool, sweeper: bool = True) -> None:
+    """Starts and watches the worker processes and runs the sweeper until SIGTERM/SIGINT."""
+    stop = asyncio.Event()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        host = socket.gethostname()
+        children: dict[int, subprocess.Popen[bytes]] = {}
+
+        def spawn(slot: int) -> None:
+            name = f"{host}.{os.getpid()}.{slot}"
+            args = [sys.executable, "-m", "spark_grpc", "worker-process", "--name", name]
+            if fork:
+                args.append("--fork")
+            # Own process group: a terminal's Ctrl-C reaches the supervisor, which stops
+            # the children in order.
+            children[slot] = subprocess.Popen(args, start_new_session=True)
+            logger.info("worker process %s started (pid %d)", name, children[slot].pid)
+
+        for slot in range(concurrency):
+            spawn(slot)
+        db = Database(create_engine(settings, settings.database_url))
+        queue = TaskQueue(settings.redis_url)
+        sweep = (
+            asyncio.create_task(run_sweeper(db, queue, settings.sweep_interval_s, stop))
+            if sweeper
+            else None
+        )
+        try:
+            while not stop.is_set():
+                for slot, child in list(children.items()):
+                    if child.poll() is not None:
+                        logger.error(
+                            "worker process %d exited with %s; restarting",
+                            child.pid,
+                            child.returncode,
+                        )
+                        spawn(slot)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+        finally:
+            for child in children.values():
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            for child in children.values():
+                remaining = max(0.1, deadline - time.monotonic())
+                try:
+                    await asyncio.to_thread(child.wait, remaining)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+            if sweep is not None:
+                await sweep
+            queue.close()
+            await db.close()
+            logger.info("workers stopped")
+
+    asyncio.run(main())

@@ -1,0 +1,138 @@
+"""One long-lived asyncio loop per worker process, in a thread.
+
+RQ runs jobs synchronously and (for ``async def`` jobs) on a new event loop per job, which
+breaks pooled clients. Instead each worker process keeps one loop in a thread with its
+Postgres pool, HTTP client and cancel subscription; a job hands its coroutine to that loop
+with ``run_coroutine_threadsafe`` and waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import threading
+import uuid
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+import redis.asyncio as aioredis
+
+from spark_grpc import defaults
+from spark_grpc.config import Settings
+from spark_grpc.crypto import SecretBox
+from spark_grpc.db.session import Database, create_engine
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass
+class WorkerRuntime:
+    """What a worker process shares across its jobs."""
+
+    settings: Settings
+    name: str
+    db: Database
+    http: httpx.AsyncClient
+    box: SecretBox
+    loop: asyncio.AbstractEventLoop
+    #: Source calls in flight, by task id, so a cancel message can stop them.
+    running: dict[uuid.UUID, asyncio.Task[Any]] = field(default_factory=dict)
+    _thread: threading.Thread | None = None
+    _listener: concurrent.futures.Future[None] | None = None
+
+    @classmethod
+    def start(cls, settings: Settings, name: str) -> WorkerRuntime:
+        """Starts the loop thread and opens the shared clients on it."""
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="spark-worker-loop", daemon=True)
+        thread.start()
+
+        async def build() -> WorkerRuntime:
+            return cls(
+                settings=settings,
+                name=name,
+                db=Database(create_engine(settings, settings.database_url)),
+                http=httpx.AsyncClient(limits=httpx.Limits(max_connections=20)),
+                box=SecretBox(settings.encryption_keys),
+                loop=loop,
+            )
+
+        runtime = asyncio.run_coroutine_threadsafe(build(), loop).result()
+        runtime._thread = thread
+        runtime._listener = asyncio.run_coroutine_threadsafe(runtime._listen_for_cancels(), loop)
+        return runtime
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Runs coro on the loop and waits for it (from the RQ job's thread)."""
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except BaseException:
+            # RQ's job timeout (an exception raised in this thread) or a shutdown:
+            # stop the coroutine too, so it does not outlive its job.
+            future.cancel()
+            raise
+
+    def stop(self) -> None:
+        """Closes the clients and stops the loop thread."""
+
+        async def close() -> None:
+            if self._listener is not None:
+                self._listener.cancel()
+            await self.http.aclose()
+            await self.db.close()
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    async def _listen_for_cancels(self) -> None:
+        """Stops a running source call as soon as CancelTask announces it.
+
+        The heartbeat notices a cancel too (its conditional update finds the task no longer
+        RUNNING), so a lost message only delays the stop to the next heartbeat.
+        """
+        while True:
+            client = aioredis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=2)
+            try:
+                async with client.pubsub() as pubsub:
+                    await pubsub.subscribe(defaults.CANCEL_CHANNEL)
+                    async for message in pubsub.listen():
+                        if message.get("type") != "message":
+                            continue
+                        with contextlib.suppress(ValueError):
+                            task_id = uuid.UUID(message["data"].decode())
+                            call = self.running.get(task_id)
+                            if call is not None:
+                                logger.info("task %s cancelled: stopping its source call", task_id)
+                                call.cancel()
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # Redis down: retry; heartbeats still catch cancels
+                logger.warning("cancel subscription lost (%s); retrying", type(err).__name__)
+                await asyncio.sleep(1)
+            finally:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+
+
+_current: WorkerRuntime | None = None
+
+
+def set_current(runtime: WorkerRuntime | None) -> None:
+    """Installs the process's runtime (called once by the worker process entry point)."""
+    global _current  # noqa: PLW0603 - one runtime per worker process, set by its entry point
+    _current = runtime
+
+
+def current() -> WorkerRuntime | None:
+    """The process's runtime, or None in a forked job horse (which builds its own)."""
+    return _current
