@@ -81,6 +81,11 @@ class Settings(BaseSettings):
         ge=1024,
         description="Answers larger than this are kept out of GetTask and sent as chunk events.",
     )
+    stream_heartbeat_s: float = Field(
+        default=defaults.STREAM_HEARTBEAT_S,
+        gt=0,
+        description="Idle WatchTask / WatchTasks streams carry a heartbeat this often.",
+    )
     db_pool_size: int = Field(default=defaults.DB_POOL_SIZE, ge=1)
     db_connect_timeout_s: float = Field(default=defaults.DB_CONNECT_TIMEOUT_S, gt=0)
     db_health_interval_s: float = Field(default=defaults.DB_HEALTH_INTERVAL_S, gt=0)

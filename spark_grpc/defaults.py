@@ -59,6 +59,9 @@ MAX_INPUT_BYTES = 1024 * 1024
 #: Most runs in one BatchRunWorkflows.
 MAX_BATCH_RUNS = 1000
 
+#: Heartbeat period of idle streams, below the idle timeouts of common proxies (60 s).
+STREAM_HEARTBEAT_S = 15.0
+
 #: List RPCs: page size when the request leaves it at 0, and the most a page returns.
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000

@@ -178,7 +178,9 @@ def _wrap_stream(
 ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         request_id = _request_id(context)
-        token = request_id_var.set(request_id)
+        # No reset: a stream's generator may be closed from another context (client
+        # cancel), and grpc.aio runs every RPC in its own task and context anyway.
+        request_id_var.set(request_id)
         try:
             if isinstance(request, _UndecodableRequest):
                 raise _undecodable(method)
@@ -190,8 +192,6 @@ def _wrap_stream(
             if _is_abort(err):
                 raise
             await _abort_for(method, err, context, request_id)
-        finally:
-            request_id_var.reset(token)
 
     return handle
 

@@ -36,6 +36,8 @@ from spark_grpc.crypto import SecretBox
 from spark_grpc.db.idempotency import purge_expired
 from spark_grpc.db.session import Database, create_engine
 from spark_grpc.errors import ConfigurationError
+from spark_grpc.events.hub import EventHub
+from spark_grpc.events.publisher import EventPublisher
 from spark_grpc.interceptors import ErrorBoundaryInterceptor
 from spark_grpc.pagination import PageTokens
 from spark_grpc.services.deps import ServiceDeps
@@ -72,10 +74,12 @@ class SparkServer:
     port: int
     deps: ServiceDeps
     health: health.aio.HealthServicer
+    hub: EventHub
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
         """Starts serving and the background watchers."""
+        self.hub.start()
         await self.server.start()
         await self._set_health(serving=True)
         self._tasks.append(asyncio.create_task(self._watch_database(), name="db-health"))
@@ -84,6 +88,8 @@ class SparkServer:
     async def stop(self, grace: float | None) -> None:
         """Health NOT_SERVING, then in-flight RPCs get grace seconds, then everything closes."""
         await self.health.enter_graceful_shutdown()
+        # Streams end first, with UNAVAILABLE and where to resume; unary RPCs get the grace.
+        await self.hub.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -133,7 +139,7 @@ def build_deps(settings: Settings, database_url: str) -> ServiceDeps:
     box = SecretBox(settings.encryption_keys)
     return ServiceDeps(
         settings=settings,
-        db=Database(create_engine(settings, database_url)),
+        db=Database(create_engine(settings, database_url), EventPublisher(settings.redis_url)),
         box=box,
         tokens=PageTokens(box),
         http=httpx.AsyncClient(
@@ -164,7 +170,8 @@ def build_server(settings: Settings, deps: ServiceDeps) -> SparkServer:
     workflow_service_pb2_grpc.add_WorkflowServiceServicer_to_server(  # type: ignore[no-untyped-call]
         WorkflowServicer(deps, sources), server
     )
-    task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(deps), server)  # type: ignore[no-untyped-call]
+    hub = EventHub(settings.redis_url)
+    task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(deps, hub), server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection:
@@ -180,7 +187,7 @@ def build_server(settings: Settings, deps: ServiceDeps) -> SparkServer:
             f"cannot listen on {settings.listen_address}: the address is in use or invalid "
             "(is another spark-grpc running? set SPARK_LISTEN_ADDRESS to another host:port)"
         )
-    return SparkServer(server=server, port=port, deps=deps, health=health_servicer)
+    return SparkServer(server=server, port=port, deps=deps, health=health_servicer, hub=hub)
 
 
 async def serve(

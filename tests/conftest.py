@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import grpc
-import redis.asyncio as aioredis
 import pytest
+import redis.asyncio as aioredis
 from cryptography.fernet import Fernet
 
 from spark_grpc.demo.fake_sources import KINDS, FakeSources, run_fake_sources

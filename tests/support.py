@@ -172,3 +172,31 @@ async def expect_error(call: Any, code: grpc.StatusCode) -> grpc.aio.AioRpcError
         assert err.code() == code, f"expected {code.name}, got {err.code().name}: {err.details()}"
         return err
     raise AssertionError(f"expected {code.name}, the call succeeded")
+
+
+def rq_worker_processes(redis_url: str) -> list[psutil.Process]:
+    """Live `spark-grpc worker-process` processes that serve ``redis_url``, whichever
+    supervisor started them (other test sessions on the machine use other Redis servers)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if "worker-process" not in (proc.info["cmdline"] or []):
+            continue
+        try:
+            if proc.environ().get("SPARK_REDIS_URL") == redis_url and proc.is_running():
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def rq_worker_process_named(name: str) -> psutil.Process | None:
+    """The live `spark-grpc worker-process --name <name>` process, if any."""
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if (
+            "worker-process" in cmdline
+            and "--name" in cmdline
+            and cmdline[cmdline.index("--name") + 1 :][:1] == [name]
+        ):
+            return proc
+    return None

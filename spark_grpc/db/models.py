@@ -28,6 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import UserDefinedType
 
 # Deterministic constraint names, so migrations and `alembic check` agree on every machine.
 NAMING = {
@@ -188,8 +189,22 @@ class TaskRow(Base):
     )
 
 
+class Xid8(UserDefinedType[int]):
+    """Postgres's 64-bit transaction id (never wraps around)."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "XID8"
+
+
 class TaskEventRow(Base):
-    """The ordered, persisted history of a task: sequence 1, 2, 3 ... per task."""
+    """The ordered, persisted history of a task: sequence 1, 2, 3 ... per task.
+
+    ``xid`` is the writing transaction's id. The cross-task feed (WatchTasks) reads state
+    changes in ``(xid, task_id, sequence)`` order and only below the oldest transaction
+    still open, so a reader resuming from a cursor can never skip a row that commits late.
+    """
 
     __tablename__ = "task_events"
 
@@ -200,3 +215,14 @@ class TaskEventRow(Base):
     event_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     kind: Mapped[str] = mapped_column(String(16))
     data: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    xid: Mapped[int] = mapped_column(Xid8(), server_default=text("pg_current_xact_id()"))
+
+    __table_args__ = (
+        Index(
+            "ix_task_events_feed",
+            "xid",
+            "task_id",
+            "sequence",
+            postgresql_where=text("kind = 'state_change'"),
+        ),
+    )

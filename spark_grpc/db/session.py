@@ -9,6 +9,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any, Protocol
 
 import asyncpg
 from sqlalchemy import exc as sa_exc
@@ -72,19 +73,39 @@ def create_engine(settings: Settings, database_url: str) -> AsyncEngine:
     )
 
 
-class Database:
-    """Sessions over one engine, with connection errors translated."""
+class Publisher(Protocol):
+    """Sends events once the transaction that wrote them has committed."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    async def publish(self, events: list[dict[str, Any]]) -> None: ...
+
+
+#: Key in ``session.info`` where the data layer lists the events a transaction wrote.
+EVENTS_KEY = "spark_events"
+
+
+def record_events(session: AsyncSession, events: list[dict[str, Any]]) -> None:
+    """Notes events written in session's transaction, to publish after it commits."""
+    session.info.setdefault(EVENTS_KEY, []).extend(events)
+
+
+class Database:
+    """Sessions over one engine, with connection errors translated, and events published
+    after each commit (never inside the transaction: a slow Redis never holds locks)."""
+
+    def __init__(self, engine: AsyncEngine, publisher: Publisher | None = None) -> None:
         self.engine = engine
+        self.publisher = publisher
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         """A session in a transaction: committed on success, rolled back on error."""
+        events: list[dict[str, Any]] = []
         try:
-            async with self._sessions() as session, session.begin():
-                yield session
+            async with self._sessions() as session:
+                async with session.begin():
+                    yield session
+                events = session.info.pop(EVENTS_KEY, [])
         except _DB_ERRORS as err:
             if is_connection_error(err):
                 logger.warning("database unavailable: %s", type(err).__name__)
@@ -92,6 +113,8 @@ class Database:
                     "the database is unavailable; retry shortly"
                 ) from err
             raise
+        if events and self.publisher is not None:
+            await self.publisher.publish(events)
 
     async def ping(self, timeout: float) -> bool:
         """True when a trivial query answers within timeout seconds."""

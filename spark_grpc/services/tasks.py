@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +29,7 @@ from spark_grpc.errors import (
     InvalidArgumentError,
     NotFoundError,
 )
+from spark_grpc.events.hub import EventHub
 from spark_grpc.services.convert import struct, timestamp
 from spark_grpc.services.deps import ServiceDeps
 from spark_grpc.tasks import store
@@ -130,7 +132,7 @@ def event_to_proto(task_id: uuid.UUID, row: Any) -> task_pb2.TaskEvent:
     if row.kind == "state_change":
         event.state_change.CopyFrom(
             task_pb2.TaskStateChange(
-                from_state=STATE_NUMBERS[TaskState(data["from"])] if data.get("from") else 0,
+                from_state=STATE_NUMBERS[TaskState(data["from"])] if data.get("from") else None,
                 to_state=STATE_NUMBERS[TaskState(data["to"])],
                 attempt=data.get("attempt", 0),
                 error=_error(data.get("error")),
@@ -185,11 +187,26 @@ def _state_error(
     )
 
 
-class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
+class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
     """Implements spark.v1.TaskService."""
 
-    def __init__(self, deps: ServiceDeps) -> None:
+    def __init__(self, deps: ServiceDeps, hub: EventHub) -> None:
         self._deps = deps
+        from spark_grpc.services.streams import TaskStreams
+
+        self._streams = TaskStreams(deps, hub)
+
+    async def WatchTask(
+        self, request: task_service_pb2.WatchTaskRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[task_service_pb2.WatchTaskResponse]:
+        async for response in self._streams.watch_task(request, context):
+            yield response
+
+    async def WatchTasks(
+        self, request: task_service_pb2.WatchTasksRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[task_service_pb2.WatchTasksResponse]:
+        async for response in self._streams.watch_tasks(request, context):
+            yield response
 
     def _task_id(self, value: str, field: str = "id") -> uuid.UUID:
         v = Validator()
@@ -309,8 +326,10 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):  # type: ignore[m
                 to=TaskState.PENDING,
                 sets=(
                     "next_attempt_time = clock_timestamp(), finish_time = NULL, "
-                    "max_attempts = tasks.attempt + GREATEST(1, (tasks.retry_policy->>'maximum_attempts')::int), "
-                    "output = NULL, output_text = '', output_size_bytes = 0, output_truncated = false"
+                    "max_attempts = tasks.attempt + "
+                    "GREATEST(1, (tasks.retry_policy->>'maximum_attempts')::int), "
+                    "output = NULL, output_text = '', output_size_bytes = 0, "
+                    "output_truncated = false"
                 ),
             )
             if row is None:

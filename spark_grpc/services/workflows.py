@@ -119,7 +119,9 @@ def workflow_to_proto(
         import_time=timestamp(row.import_time),
         create_time=timestamp(row.create_time),
         update_time=timestamp(row.update_time),
-        latest_run_state=STATE_NUMBERS[TaskState(stats.latest_state)] if stats.latest_state else 0,
+        latest_run_state=STATE_NUMBERS[TaskState(stats.latest_state)]
+        if stats.latest_state
+        else None,
         task_count=stats.task_count,
         failed_task_count=stats.failed_task_count,
         retry_policy=policy_to_proto(RetryPolicy().merged(RetryPolicy.from_json(row.retry_policy))),
@@ -503,7 +505,8 @@ class WorkflowServicer(workflow_service_pb2_grpc.WorkflowServiceServicer):
     ) -> workflow_service_pb2.BatchRunWorkflowsResponse:
         if not 1 <= len(request.requests) <= defaults.MAX_BATCH_RUNS:
             raise InvalidArgumentError(
-                f"requests must hold 1 to {defaults.MAX_BATCH_RUNS} runs, got {len(request.requests)}",
+                f"requests must hold 1 to {defaults.MAX_BATCH_RUNS} runs, "
+                f"got {len(request.requests)}",
                 violations=[FieldViolation("requests", f"1 to {defaults.MAX_BATCH_RUNS} runs")],
             )
         tasks = await self._run(list(request.requests), batch=True)

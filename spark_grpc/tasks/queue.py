@@ -123,6 +123,10 @@ async def enqueue_after_commit(
         return {}
     async with db.session() as session:
         rows = await store.transition_many(
-            session, [t for t, _ in tasks], expected=[TaskState.PENDING], to=TaskState.QUEUED
+            session,
+            [t for t, _ in tasks],
+            expected=[TaskState.PENDING],
+            to=TaskState.QUEUED,
+            sets="next_attempt_time = NULL",
         )
     return {row.id: row for row in rows}

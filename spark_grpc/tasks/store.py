@@ -18,8 +18,9 @@ from typing import Any
 
 from sqlalchemy import Row, bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from spark_grpc.db.session import record_events
 from spark_grpc.domain.tasks import Failure, RetryPolicy, TaskState
 from spark_grpc.errors import FieldViolation, InvalidArgumentError
 
@@ -31,7 +32,7 @@ TASK_COLUMNS = (
     "finish_time, update_time, last_sequence, context"
 )
 
-Conn = AsyncConnection | AsyncSession
+Conn = AsyncSession
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,21 @@ async def insert_tasks(conn: Conn, tasks: Sequence[NewTask]) -> list[tuple[Row[A
     inserted = (
         await conn.execute(statement, {"rows": json.loads(json.dumps(encoded, default=str))})
     ).all()
+    record_events(
+        conn,
+        [
+            {
+                "task_id": row.id,
+                "sequence": 1,
+                "kind": "state_change",
+                "data": {"from": "", "to": "PENDING", "attempt": 0},
+                "event_time": row.create_time,
+                "workflow_id": row.workflow_id,
+                "schedule_id": row.schedule_id,
+            }
+            for row in inserted
+        ],
+    )
     by_id = {row.id: row for row in inserted}
     missing: list[int] = []
     for i, v in enumerate(values):
@@ -231,7 +247,28 @@ async def transition_many(
         SELECT * FROM upd
         """
     )
-    return list((await conn.execute(statement, params)).all())
+    rows = list((await conn.execute(statement, params)).all())
+    record_events(
+        conn,
+        [
+            {
+                "task_id": row.id,
+                "sequence": row.last_sequence,
+                "kind": "state_change",
+                "data": {
+                    "from": row.from_state,
+                    "to": row.state,
+                    "attempt": row.attempt,
+                    **({"error": error.to_json()} if error else {}),
+                },
+                "event_time": row.update_time,
+                "workflow_id": row.workflow_id,
+                "schedule_id": row.schedule_id,
+            }
+            for row in rows
+        ],
+    )
+    return rows
 
 
 async def append_events(
@@ -247,8 +284,9 @@ async def append_events(
     last = (
         await conn.execute(
             text(
-                "UPDATE tasks SET last_sequence = last_sequence + :n, update_time = clock_timestamp() "
-                "WHERE id = :id AND state = 'RUNNING' AND attempt = :attempt RETURNING last_sequence"
+                "UPDATE tasks SET last_sequence = last_sequence + :n, "
+                "update_time = clock_timestamp() WHERE id = :id AND state = 'RUNNING' "
+                "AND attempt = :attempt RETURNING last_sequence"
             ),
             {"id": task_id, "attempt": attempt, "n": len(events)},
         )
@@ -256,15 +294,29 @@ async def append_events(
     if last is None:
         return 0
     first = last - len(events) + 1
-    await conn.execute(
+    written = await conn.execute(
         text(
             "INSERT INTO task_events (task_id, sequence, event_time, kind, data) "
             "SELECT :id, e.seq, clock_timestamp(), e.kind, e.data "
-            "FROM jsonb_to_recordset(:events) AS e(seq bigint, kind text, data jsonb)"
+            "FROM jsonb_to_recordset(:events) AS e(seq bigint, kind text, data jsonb) "
+            "RETURNING sequence, event_time, kind, data"
         ).bindparams(bindparam("events", type_=JSONB)),
         {
             "id": task_id,
             "events": [{"seq": first + i, "kind": k, "data": d} for i, (k, d) in enumerate(events)],
         },
+    )
+    record_events(
+        conn,
+        [
+            {
+                "task_id": task_id,
+                "sequence": r.sequence,
+                "kind": r.kind,
+                "data": r.data,
+                "event_time": r.event_time,
+            }
+            for r in written
+        ],
     )
     return len(events)

@@ -22,6 +22,7 @@ from rq import Queue, SimpleWorker, Worker
 
 from spark_grpc.config import Settings
 from spark_grpc.db.session import Database, create_engine
+from spark_grpc.events.publisher import EventPublisher
 from spark_grpc.tasks.queue import QUEUE_NAME, TaskQueue, redis_connection
 from spark_grpc.worker import runtime
 from spark_grpc.worker.sweeper import run_sweeper
@@ -69,7 +70,9 @@ def supervise(settings: Settings, concurrency: int, *, fork: bool, sweeper: bool
 
         for slot in range(concurrency):
             spawn(slot)
-        db = Database(create_engine(settings, settings.database_url))
+        db = Database(
+            create_engine(settings, settings.database_url), EventPublisher(settings.redis_url)
+        )
         queue = TaskQueue(settings.redis_url)
         sweep = (
             asyncio.create_task(run_sweeper(db, queue, settings.sweep_interval_s, stop))

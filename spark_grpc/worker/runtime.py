@@ -25,6 +25,7 @@ from spark_grpc import defaults
 from spark_grpc.config import Settings
 from spark_grpc.crypto import SecretBox
 from spark_grpc.db.session import Database, create_engine
+from spark_grpc.events.publisher import EventPublisher
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,10 @@ class WorkerRuntime:
             return cls(
                 settings=settings,
                 name=name,
-                db=Database(create_engine(settings, settings.database_url)),
+                db=Database(
+                    create_engine(settings, settings.database_url),
+                    EventPublisher(settings.redis_url),
+                ),
                 http=httpx.AsyncClient(limits=httpx.Limits(max_connections=20)),
                 box=SecretBox(settings.encryption_keys),
                 loop=loop,

@@ -146,7 +146,8 @@ async def _requeue_lost_jobs(db: Database, queue: TaskQueue) -> int:
         # Touch every checked row so it is looked at again only after the same delay.
         await session.execute(
             text(
-                "UPDATE tasks SET update_time = clock_timestamp() WHERE id = ANY(:ids) AND state = 'QUEUED'"
+                "UPDATE tasks SET update_time = clock_timestamp() "
+                "WHERE id = ANY(:ids) AND state = 'QUEUED'"
             ),
             {"ids": ids},
         )

@@ -36,7 +36,7 @@ from tests.support import (
     start_server_process,
 )
 
-SERVICES = ("spark.v1.SourceService", "spark.v1.WorkflowService")
+SERVICES = ("spark.v1.SourceService", "spark.v1.WorkflowService", "spark.v1.TaskService")
 UUID0 = "00000000-0000-4000-8000-000000000000"
 
 
@@ -232,10 +232,15 @@ async def test_bad_input_is_invalid_argument_with_field_violations(
     )
 
 
-def test_missing_encryption_key_is_a_clear_startup_error(database_url: str) -> None:
+def test_missing_encryption_key_is_a_clear_startup_error(database_url: str, redis_url: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "spark_grpc", "serve"],
-        env={**os.environ, "SPARK_DATABASE_URL": database_url, "SPARK_ENCRYPTION_KEYS": ""},
+        env={
+            **os.environ,
+            "SPARK_DATABASE_URL": database_url,
+            "SPARK_REDIS_URL": redis_url,
+            "SPARK_ENCRYPTION_KEYS": "",
+        },
         capture_output=True,
         text=True,
         timeout=60,

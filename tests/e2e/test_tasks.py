@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
-from pathlib import Path
 
 import asyncpg
 import grpc
@@ -14,7 +12,11 @@ from google.protobuf import duration_pb2
 
 from spark_grpc._gen.spark.v1 import (
     task_pb2,
+)
+from spark_grpc._gen.spark.v1 import (
     task_service_pb2 as ts,
+)
+from spark_grpc._gen.spark.v1 import (
     workflow_service_pb2 as ws,
 )
 from spark_grpc.demo import fake_data
@@ -26,7 +28,6 @@ from tests.support import (
     error_info,
     expect_error,
     field_violations,
-    start_worker_process,
 )
 
 S = task_pb2

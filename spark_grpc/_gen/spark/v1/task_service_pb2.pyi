@@ -103,3 +103,63 @@ class ListTaskEventsResponse(_message.Message):
     events: _containers.RepeatedCompositeFieldContainer[_task_pb2.TaskEvent]
     next_page_token: str
     def __init__(self, events: _Optional[_Iterable[_Union[_task_pb2.TaskEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class WatchTaskRequest(_message.Message):
+    __slots__ = ("task_id", "after_sequence")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    after_sequence: int
+    def __init__(self, task_id: _Optional[str] = ..., after_sequence: _Optional[int] = ...) -> None: ...
+
+class WatchTaskResponse(_message.Message):
+    __slots__ = ("event", "heartbeat")
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    event: _task_pb2.TaskEvent
+    heartbeat: StreamHeartbeat
+    def __init__(self, event: _Optional[_Union[_task_pb2.TaskEvent, _Mapping]] = ..., heartbeat: _Optional[_Union[StreamHeartbeat, _Mapping]] = ...) -> None: ...
+
+class StreamHeartbeat(_message.Message):
+    __slots__ = ("time",)
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    time: _timestamp_pb2.Timestamp
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class TaskFilter(_message.Message):
+    __slots__ = ("workflow_id", "schedule_id", "states")
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_ID_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    schedule_id: str
+    states: _containers.RepeatedScalarFieldContainer[_task_pb2.TaskState]
+    def __init__(self, workflow_id: _Optional[str] = ..., schedule_id: _Optional[str] = ..., states: _Optional[_Iterable[_Union[_task_pb2.TaskState, str]]] = ...) -> None: ...
+
+class WatchTasksRequest(_message.Message):
+    __slots__ = ("filter", "cursor")
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    filter: TaskFilter
+    cursor: str
+    def __init__(self, filter: _Optional[_Union[TaskFilter, _Mapping]] = ..., cursor: _Optional[str] = ...) -> None: ...
+
+class WatchTasksResponse(_message.Message):
+    __slots__ = ("change", "heartbeat", "cursor")
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    change: TaskChange
+    heartbeat: StreamHeartbeat
+    cursor: str
+    def __init__(self, change: _Optional[_Union[TaskChange, _Mapping]] = ..., heartbeat: _Optional[_Union[StreamHeartbeat, _Mapping]] = ..., cursor: _Optional[str] = ...) -> None: ...
+
+class TaskChange(_message.Message):
+    __slots__ = ("event", "workflow_id", "schedule_id")
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_ID_FIELD_NUMBER: _ClassVar[int]
+    event: _task_pb2.TaskEvent
+    workflow_id: str
+    schedule_id: str
+    def __init__(self, event: _Optional[_Union[_task_pb2.TaskEvent, _Mapping]] = ..., workflow_id: _Optional[str] = ..., schedule_id: _Optional[str] = ...) -> None: ...

@@ -66,6 +66,16 @@ class TaskServiceStub:
                 request_serializer=spark_dot_v1_dot_task__service__pb2.ListTaskEventsRequest.SerializeToString,
                 response_deserializer=spark_dot_v1_dot_task__service__pb2.ListTaskEventsResponse.FromString,
                 _registered_method=True)
+        self.WatchTask = channel.unary_stream(
+                '/spark.v1.TaskService/WatchTask',
+                request_serializer=spark_dot_v1_dot_task__service__pb2.WatchTaskRequest.SerializeToString,
+                response_deserializer=spark_dot_v1_dot_task__service__pb2.WatchTaskResponse.FromString,
+                _registered_method=True)
+        self.WatchTasks = channel.unary_stream(
+                '/spark.v1.TaskService/WatchTasks',
+                request_serializer=spark_dot_v1_dot_task__service__pb2.WatchTasksRequest.SerializeToString,
+                response_deserializer=spark_dot_v1_dot_task__service__pb2.WatchTasksResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -122,6 +132,29 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchTask(self, request, context):
+        """Streams a task's events: first every persisted event after `after_sequence`, then
+        live events as they happen, with no gap and no duplicate. The stream ends with OK
+        right after the event that put the task into its current terminal state (a failed
+        attempt that is retried does not end it); a task that is already terminal replays
+        and ends. Idle streams carry a heartbeat every 15 s. A stream the server must end
+        early ends with UNAVAILABLE (shutdown); resume with `after_sequence` = the last
+        sequence received.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchTasks(self, request, context):
+        """Streams the state changes of every task matching a filter, each with a cursor. A
+        reader that resumes from the last cursor it received misses nothing and sees nothing
+        twice, even when transactions commit out of order. Without a cursor it starts at
+        the current end of the feed. Idle streams carry a heartbeat every 15 s.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -154,6 +187,16 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.ListTaskEvents,
                     request_deserializer=spark_dot_v1_dot_task__service__pb2.ListTaskEventsRequest.FromString,
                     response_serializer=spark_dot_v1_dot_task__service__pb2.ListTaskEventsResponse.SerializeToString,
+            ),
+            'WatchTask': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchTask,
+                    request_deserializer=spark_dot_v1_dot_task__service__pb2.WatchTaskRequest.FromString,
+                    response_serializer=spark_dot_v1_dot_task__service__pb2.WatchTaskResponse.SerializeToString,
+            ),
+            'WatchTasks': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchTasks,
+                    request_deserializer=spark_dot_v1_dot_task__service__pb2.WatchTasksRequest.FromString,
+                    response_serializer=spark_dot_v1_dot_task__service__pb2.WatchTasksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -320,6 +363,60 @@ class TaskService:
             '/spark.v1.TaskService/ListTaskEvents',
             spark_dot_v1_dot_task__service__pb2.ListTaskEventsRequest.SerializeToString,
             spark_dot_v1_dot_task__service__pb2.ListTaskEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/spark.v1.TaskService/WatchTask',
+            spark_dot_v1_dot_task__service__pb2.WatchTaskRequest.SerializeToString,
+            spark_dot_v1_dot_task__service__pb2.WatchTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/spark.v1.TaskService/WatchTasks',
+            spark_dot_v1_dot_task__service__pb2.WatchTasksRequest.SerializeToString,
+            spark_dot_v1_dot_task__service__pb2.WatchTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,
