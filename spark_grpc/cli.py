@@ -121,6 +121,17 @@ def worker(
     supervise(settings, concurrency or settings.worker_concurrency, fork=fork, sweeper=sweeper)
 
 
+@app.command()
+def scheduler() -> None:
+    """Run the scheduler (any number of replicas; DB and Redis required)."""
+    settings = _settings("scheduler")
+    _database_url(settings, "scheduler")
+    _redis_url(settings, "scheduler")
+    from spark_grpc.schedules.scheduler import run_scheduler
+
+    run_scheduler(settings)
+
+
 @app.command("worker-process", hidden=True)
 def worker_process(
     name: Annotated[str, typer.Option(help="The worker's name.")],
@@ -188,6 +199,7 @@ def dev(
             logger.info("demo source on http://127.0.0.1:%d/langflow", demo_port)
         children.append(subprocess.Popen([*exe, "serve"], env=env))
         children.append(subprocess.Popen([*exe, "worker"], env=env))
+        children.append(subprocess.Popen([*exe, "scheduler"], env=env))
         _wait_for_children(children)
     finally:
         _stop_children(children)

@@ -24,6 +24,8 @@ from grpc_reflection.v1alpha import reflection
 
 from spark_grpc import defaults
 from spark_grpc._gen.spark.v1 import (
+    schedule_service_pb2,
+    schedule_service_pb2_grpc,
     source_service_pb2,
     source_service_pb2_grpc,
     task_service_pb2,
@@ -41,6 +43,7 @@ from spark_grpc.events.publisher import EventPublisher
 from spark_grpc.interceptors import ErrorBoundaryInterceptor
 from spark_grpc.pagination import PageTokens
 from spark_grpc.services.deps import ServiceDeps
+from spark_grpc.services.schedules import ScheduleServicer
 from spark_grpc.services.sources import SourceServicer
 from spark_grpc.services.tasks import TaskServicer
 from spark_grpc.services.workflows import WorkflowServicer
@@ -53,6 +56,7 @@ SERVICE_NAMES = (
     source_service_pb2.DESCRIPTOR.services_by_name["SourceService"].full_name,
     workflow_service_pb2.DESCRIPTOR.services_by_name["WorkflowService"].full_name,
     task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
+    schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"].full_name,
 )
 
 # Keepalive suited to long-lived streams behind proxies: ping idle connections every 30 s,
@@ -172,6 +176,9 @@ def build_server(settings: Settings, deps: ServiceDeps) -> SparkServer:
     )
     hub = EventHub(settings.redis_url)
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(deps, hub), server)  # type: ignore[no-untyped-call]
+    schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        ScheduleServicer(deps), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection:

@@ -121,7 +121,7 @@ def start_worker_process(
     deadline = time.monotonic() + 30
     while (
         len(worker.children()) < concurrency
-        or log_path.read_text().count("Listening on") < concurrency
+        or log_path.read_text().count("ready to take tasks") < concurrency
     ):
         if process.poll() is not None or time.monotonic() > deadline:
             worker.stop()

@@ -226,3 +226,50 @@ class TaskEventRow(Base):
             postgresql_where=text("kind = 'state_change'"),
         ),
     )
+
+
+class ScheduleRow(Base):
+    """Fires a workflow at the times of a spec; ``next_fire_time`` is always true."""
+
+    __tablename__ = "schedules"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    workflow_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("workflows.id", ondelete="RESTRICT")
+    )
+    display_name: Mapped[str] = mapped_column(String(200), server_default="")
+    #: The spec as stored: {"cron": {...}} | {"interval": {...}} | {"one_time": {...}}.
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    start_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    jitter_s: Mapped[float] = mapped_column(Float, server_default="0")
+    input_value: Mapped[str] = mapped_column(Text, server_default="")
+    tweaks: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    state: Mapped[str] = mapped_column(String(16))
+    overlap_policy: Mapped[str] = mapped_column(String(16))
+    catchup_window_s: Mapped[float] = mapped_column(Float)
+    pause_note: Mapped[str] = mapped_column(Text, server_default="")
+    #: The nominal next fire time (what users see) and the actual one (plus jitter),
+    #: which the scheduler claims on.
+    next_fire_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    next_fire_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_fire_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: A fire time held back by BUFFER_ONE until the running task ends.
+    buffered_fire_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    missed_count: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    overlap_skipped_count: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    fired_count: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+    __table_args__ = (
+        Index("ix_schedules_create_time_id", "create_time", "id"),
+        Index("ix_schedules_workflow_id", "workflow_id"),
+        Index("ix_schedules_due", "next_fire_at", postgresql_where=text("state = 'ACTIVE'")),
+        Index(
+            "ix_schedules_buffered",
+            "buffered_fire_time",
+            postgresql_where=text("buffered_fire_time IS NOT NULL"),
+        ),
+    )

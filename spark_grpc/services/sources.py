@@ -290,8 +290,12 @@ class SourceServicer(source_service_pb2_grpc.SourceServiceServicer):
                     )
                 ).scalars()
             )
-            from spark_grpc.services.workflows import delete_workflow_tasks
+            from spark_grpc.services.workflows import (
+                delete_workflow_schedules,
+                delete_workflow_tasks,
+            )
 
+            await delete_workflow_schedules(session, workflow_ids, force=True)
             await delete_workflow_tasks(session, workflow_ids, force=True)
             await session.execute(delete(WorkflowRow).where(WorkflowRow.source_id == source_id))
             await session.execute(delete(SourceRow).where(SourceRow.id == source_id))

@@ -488,6 +488,7 @@ class WorkflowServicer(workflow_service_pb2_grpc.WorkflowServiceServicer):
         assert workflow_id is not None
         async with self._deps.db.session() as session:
             await _get_row(session, workflow_id, lock=True)
+            await delete_workflow_schedules(session, [workflow_id], force=request.force)
             deleted = await delete_workflow_tasks(session, [workflow_id], force=request.force)
             await session.execute(delete(WorkflowRow).where(WorkflowRow.id == workflow_id))
         return workflow_service_pb2.DeleteWorkflowResponse(deleted_task_count=deleted)
@@ -639,3 +640,26 @@ async def delete_workflow_tasks(
         text("DELETE FROM tasks WHERE workflow_id = ANY(:ids)"), {"ids": workflow_ids}
     )
     return int(counts.total)
+
+
+async def delete_workflow_schedules(
+    session: AsyncSession, workflow_ids: list[uuid.UUID], *, force: bool
+) -> int:
+    """Deletes the schedules of workflows about to be deleted; without force, any schedule
+    is FAILED_PRECONDITION."""
+    count = (
+        await session.execute(
+            text("SELECT count(*) FROM schedules WHERE workflow_id = ANY(:ids)"),
+            {"ids": workflow_ids},
+        )
+    ).scalar_one()
+    if count and not force:
+        raise FailedPreconditionError(
+            f"{count} schedule(s) fire this workflow; set force to delete them with it",
+            reason="WORKFLOW_HAS_SCHEDULES",
+            metadata={"schedule_count": str(count)},
+        )
+    await session.execute(
+        text("DELETE FROM schedules WHERE workflow_id = ANY(:ids)"), {"ids": workflow_ids}
+    )
+    return int(count)

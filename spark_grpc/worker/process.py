@@ -39,8 +39,10 @@ def run_worker_process(settings: Settings, name: str, *, fork: bool) -> None:
     worker = worker_class(
         [Queue(QUEUE_NAME, connection=connection)], connection=connection, name=name
     )
+    logger.info("worker %s ready to take tasks from %s", name, QUEUE_NAME)
     try:
-        worker.work(logging_level=settings.log_level, with_scheduler=False)
+        # RQ logs two INFO lines per job; ours (task started, succeeded) say more.
+        worker.work(logging_level="WARNING", with_scheduler=False)
     finally:
         if rt is not None:
             rt.stop()

@@ -114,8 +114,8 @@ class SourceServiceServicer:
 
     def DeleteSource(self, request, context):
         """Deletes a source. A source that still has workflows is FAILED_PRECONDITION unless
-        `force` is set; with `force`, the source's workflows are deleted with it, in one
-        transaction.
+        `force` is set; with `force`, the source's workflows, their schedules, tasks and task
+        events are deleted with it, in one transaction (refused while a task is RUNNING).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -124,9 +124,10 @@ class WorkflowServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteWorkflow(self, request, context):
-        """Deletes a workflow. A workflow that has tasks is FAILED_PRECONDITION unless `force`
-        is set; `force` refuses while any of its tasks is RUNNING, and otherwise deletes its
-        tasks and their events with it, in one transaction.
+        """Deletes a workflow. A workflow that has tasks or schedules is FAILED_PRECONDITION
+        unless `force` is set; `force` refuses while any of its tasks is RUNNING, and
+        otherwise deletes its schedules, its tasks and their events with it, in one
+        transaction.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,280 @@
+"""The scheduler: ``spark-grpc scheduler`` (any number of replicas).
+
+Each tick claims due schedules with ``FOR UPDATE SKIP LOCKED``, applies the catch-up and
+overlap policies, writes the tasks and the new ``next_fire_time`` in the same transaction,
+commits, and only then enqueues the tasks. Replicas never fire one schedule twice for the
+same time (the row is locked, and ``next_fire_time`` moves on in the same commit), and a
+scheduler killed mid-claim loses nothing (its transaction rolls back; another replica, or
+its restart, claims the row again).
+
+Between ticks it sleeps until the earliest ``next_fire_at``, woken early when a schedule
+changes (a message on Redis) — no polling of Postgres while nothing is due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis.asyncio as aioredis
+from sqlalchemy import text
+
+from spark_grpc import defaults
+from spark_grpc.config import Settings
+from spark_grpc.db.session import Database, create_engine
+from spark_grpc.domain import schedules as maths
+from spark_grpc.errors import DatabaseUnavailableError
+from spark_grpc.events.publisher import EventPublisher
+from spark_grpc.schedules.firing import Overlap, fire, spec_from_json
+from spark_grpc.tasks.queue import TaskQueue, enqueue_after_commit
+
+logger = logging.getLogger(__name__)
+
+#: Redis channel on which the service says "a schedule changed: look again".
+WAKE_CHANNEL = "spark:schedules"
+_BATCH = 100
+#: The longest sleep: a lost wake-up message delays a changed schedule by at most this.
+MAX_SLEEP_S = 30.0
+#: While a BUFFER_ONE run waits for its predecessor, look again this often.
+BUFFER_POLL_S = 1.0
+
+_SCHEDULE_WITH_WORKFLOW = (
+    "SELECT s.*, w.retry_policy AS wf_retry_policy, w.timeout_s AS wf_timeout_s "
+    "FROM schedules s JOIN workflows w ON w.id = s.workflow_id "
+)
+
+
+@dataclass
+class TickResult:
+    """What one tick did; ``lateness_s`` is fire delay past nominal + jitter, per fire."""
+
+    fired: list[tuple[uuid.UUID, float]] = field(default_factory=list)
+    cancelled: list[uuid.UUID] = field(default_factory=list)
+    lateness_s: list[float] = field(default_factory=list)
+    schedules: int = 0
+
+
+class _Workflow:
+    def __init__(self, row: Any) -> None:
+        self.retry_policy = row.wf_retry_policy
+        self.timeout_s = row.wf_timeout_s
+
+
+def next_times(row: Any, after: datetime) -> tuple[datetime | None, datetime | None]:
+    """The next nominal fire time after ``after``, and when it actually fires (jitter)."""
+    nominal = maths.next_fire_time(
+        spec_from_json(row.spec), after, start=row.start_time, end=row.end_time
+    )
+    if nominal is None:
+        return None, None
+    return nominal, nominal + maths.jitter_offset(str(row.id), nominal, row.jitter_s)
+
+
+async def tick(db: Database, now: datetime | None = None) -> TickResult:
+    """Fires every due schedule (and every buffered run whose predecessor ended)."""
+    result = TickResult()
+    async with db.session() as session:
+        now = now or datetime.now(UTC)
+        rows = (
+            await session.execute(
+                text(
+                    _SCHEDULE_WITH_WORKFLOW + "WHERE s.state = 'ACTIVE' AND s.next_fire_at <= :now "
+                    "ORDER BY s.next_fire_at LIMIT :n FOR UPDATE OF s SKIP LOCKED"
+                ),
+                {"now": now, "n": _BATCH},
+            )
+        ).all()
+        for row in rows:
+            await _fire_due(session, row, now, result)
+        buffered = (
+            await session.execute(
+                text(
+                    _SCHEDULE_WITH_WORKFLOW + "WHERE s.state = 'ACTIVE' AND "
+                    "s.buffered_fire_time IS NOT NULL "
+                    "ORDER BY s.buffered_fire_time LIMIT :n FOR UPDATE OF s SKIP LOCKED"
+                ),
+                {"n": _BATCH},
+            )
+        ).all()
+        for row in buffered:
+            outcome = await fire(session, row, _Workflow(row), row.buffered_fire_time, Overlap.SKIP)
+            if not outcome.skipped:
+                await session.execute(
+                    text(
+                        "UPDATE schedules SET buffered_fire_time = NULL, "
+                        "fired_count = fired_count + 1, update_time = clock_timestamp() "
+                        "WHERE id = :id"
+                    ),
+                    {"id": row.id},
+                )
+                result.fired += [(t.id, t.timeout_s) for t in outcome.tasks]
+        result.schedules = len(rows)
+    return result
+
+
+async def _fire_due(session: Any, row: Any, now: datetime, result: TickResult) -> None:
+    spec = spec_from_json(row.spec)
+    plan = maths.plan_due(
+        spec,
+        row.next_fire_time,
+        now,
+        catchup_window_s=row.catchup_window_s,
+        start=row.start_time,
+        end=row.end_time,
+    )
+    fired = skipped = 0
+    if plan.fire is not None:
+        outcome = await fire(session, row, _Workflow(row), plan.fire, Overlap(row.overlap_policy))
+        result.fired += [(t.id, t.timeout_s) for t in outcome.tasks]
+        result.cancelled += outcome.cancelled
+        fired = len(outcome.tasks)
+        skipped = 1 if outcome.skipped else 0
+        due_at = plan.fire + maths.jitter_offset(str(row.id), plan.fire, row.jitter_s)
+        result.lateness_s.append(max(0.0, (now - due_at).total_seconds()))
+    nominal, actual = next_times(row, now)
+    await session.execute(
+        text(
+            "UPDATE schedules SET next_fire_time = :nominal, next_fire_at = :actual, "
+            "last_fire_time = COALESCE(:fired_at, last_fire_time), "
+            "missed_count = missed_count + :missed, "
+            "overlap_skipped_count = overlap_skipped_count + :skipped, "
+            "fired_count = fired_count + :fired, "
+            "state = CASE WHEN CAST(:nominal AS timestamptz) IS NULL THEN 'COMPLETED' "
+            "ELSE state END, update_time = clock_timestamp() WHERE id = :id"
+        ),
+        {
+            "id": row.id,
+            "nominal": nominal,
+            "actual": actual,
+            "fired_at": plan.fire,
+            "missed": plan.missed,
+            "skipped": skipped,
+            "fired": fired,
+        },
+    )
+    if plan.missed:
+        logger.warning("schedule %s: %d fire time(s) missed", row.id, plan.missed)
+
+
+async def earliest_due(db: Database) -> tuple[datetime | None, bool]:
+    """The earliest next_fire_at of an active schedule, and whether a run is buffered."""
+    async with db.session() as session:
+        row = (
+            await session.execute(
+                text(
+                    "SELECT (SELECT min(next_fire_at) FROM schedules WHERE state = 'ACTIVE') "
+                    "AS due, "
+                    "EXISTS (SELECT 1 FROM schedules WHERE buffered_fire_time IS NOT NULL "
+                    "AND state = 'ACTIVE') AS buffered"
+                )
+            )
+        ).one()
+    return row.due, bool(row.buffered)
+
+
+class Scheduler:
+    """The loop of one scheduler process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = Database(
+            create_engine(settings, settings.database_url), EventPublisher(settings.redis_url)
+        )
+        self.queue = TaskQueue(settings.redis_url)
+        self.redis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
+        self._wake = asyncio.Event()
+        self.lateness_s: list[float] = []
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Ticks until stop is set."""
+        listener = asyncio.create_task(self._listen())
+        try:
+            while not stop.is_set():
+                sleep_s = await self._tick_once()
+                self._wake.clear()
+                waits = [
+                    asyncio.ensure_future(stop.wait()),
+                    asyncio.ensure_future(self._wake.wait()),
+                ]
+                await asyncio.wait(waits, timeout=sleep_s, return_when=asyncio.FIRST_COMPLETED)
+                for w in waits:
+                    w.cancel()
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+            await self.redis.aclose()
+            self.queue.close()
+            await self.db.close()
+
+    async def _tick_once(self) -> float:
+        try:
+            result = await tick(self.db)
+            if result.fired:
+                await enqueue_after_commit(self.db, self.queue, result.fired)
+            for task_id in result.cancelled:
+                with contextlib.suppress(aioredis.RedisError, OSError):
+                    await self.redis.publish(defaults.CANCEL_CHANNEL, str(task_id))
+            if result.lateness_s:
+                self.lateness_s += result.lateness_s
+                logger.info(
+                    "fired %d task(s) for %d schedule(s); max lateness %.3f s",
+                    len(result.fired),
+                    result.schedules,
+                    max(result.lateness_s),
+                )
+            if result.schedules == _BATCH:
+                return 0.0  # more are due right now
+            due, buffered = await earliest_due(self.db)
+        except DatabaseUnavailableError as err:
+            logger.warning("scheduler tick skipped: %s", err)
+            return 1.0
+        sleep_s = MAX_SLEEP_S
+        if due is not None:
+            sleep_s = min(sleep_s, max(0.0, (due - datetime.now(UTC)).total_seconds()))
+        if buffered:
+            sleep_s = min(sleep_s, BUFFER_POLL_S)
+        return sleep_s
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with self.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(WAKE_CHANNEL)
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # Redis down: the bounded sleep still finds due schedules
+                await asyncio.sleep(1)
+
+
+async def announce_change(redis: aioredis.Redis) -> None:
+    """Wakes every scheduler: a schedule changed (best effort)."""
+    with contextlib.suppress(aioredis.RedisError, OSError):
+        await redis.publish(WAKE_CHANNEL, "changed")
+
+
+def run_scheduler(settings: Settings) -> None:
+    """The ``spark-grpc scheduler`` process, until SIGTERM/SIGINT."""
+    import signal
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        logger.info("scheduler started")
+        await Scheduler(settings).run(stop)
+        logger.info("scheduler stopped")
+
+    asyncio.run(main())
+
+
+__all__ = ["Scheduler", "announce_change", "run_scheduler", "tick", "timedelta"]
