@@ -59,13 +59,12 @@ class RetryPolicy:
         return retryable and attempt < max_attempts and kind not in self.non_retryable_error_kinds
 
     def merged(self, override: RetryPolicy | None) -> RetryPolicy:
-        """This policy with the non-default fields of override in place."""
+        """This policy with the fields override sets (non-zero, non-empty) in place."""
         if override is None:
             return self
-        base = RetryPolicy()
         values = asdict(self)
         for key, value in asdict(override).items():
-            if value != getattr(base, key) and value:
+            if value:
                 values[key] = value
         values["non_retryable_error_kinds"] = tuple(values["non_retryable_error_kinds"])
         return RetryPolicy(**values)
