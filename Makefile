@@ -6,7 +6,7 @@ BUF    := tools/node_modules/.bin/buf
 REF    ?= HEAD~1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo test lint fmt gen gen-check breaking migrate migrate-check bench clean
+.PHONY: help install run demo test lint fmt gen gen-check breaking migrate migrate-check bench bench-smoke clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -54,6 +54,12 @@ gen-check: gen  ## fail when the committed generated code differs from `make gen
 
 breaking: $(BUF)  ## buf breaking (FILE) against REF (default HEAD~1)
 	$(BUF) breaking protos --against '.git#ref=$(REF),subdir=protos'
+
+bench: install  ## run the benchmark suite (ratios against same-run baselines; slow)
+	$(PY) -m bench.run
+
+bench-smoke: install  ## a short run of every benchmark (what CI runs)
+	$(PY) -m bench.run --smoke --out .venv/bench-smoke
 
 migrate: install  ## apply migrations to SPARK_DATABASE_URL (or the embedded Postgres)
 	$(VENV)/bin/spark-grpc migrate

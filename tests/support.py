@@ -13,9 +13,12 @@ from typing import Any
 
 import grpc
 import psutil
+import redis
+from rq import Worker
 from google.rpc import error_details_pb2, status_pb2
 
 from spark_grpc._gen.spark.v1 import (
+    schedule_service_pb2_grpc,
     source_service_pb2_grpc,
     task_service_pb2_grpc,
     workflow_service_pb2_grpc,
@@ -119,15 +122,66 @@ def start_worker_process(
         )
     worker = WorkerProcess(process, log_path)
     deadline = time.monotonic() + 30
-    while (
-        len(worker.children()) < concurrency
-        or log_path.read_text().count("ready to take tasks") < concurrency
-    ):
-        if process.poll() is not None or time.monotonic() > deadline:
-            worker.stop()
-            raise RuntimeError(f"workers did not start:\n{log_path.read_text()}")
-        time.sleep(0.1)
+    # Ready when RQ lists the supervisor's workers (names are host.supervisor_pid.slot).
+    connection = redis.Redis.from_url(env["SPARK_REDIS_URL"])
+    try:
+        while (
+            len(worker.children()) < concurrency
+            or sum(f".{process.pid}." in w.name for w in Worker.all(connection=connection))
+            < concurrency
+        ):
+            if process.poll() is not None or time.monotonic() > deadline:
+                worker.stop()
+                raise RuntimeError(f"workers did not start:\n{log_path.read_text()}")
+            time.sleep(0.1)
+    finally:
+        connection.close()
     return worker
+
+
+@dataclass
+class SchedulerProcess:
+    """A `spark-grpc scheduler` child process."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_scheduler_process(
+    env: dict[str, str], workdir: Path, *, timeout: float = 30
+) -> SchedulerProcess:
+    """Starts `python -m spark_grpc scheduler` and waits for its "scheduler started" line."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / "scheduler.log"
+    start = log_path.stat().st_size if log_path.exists() else 0
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "spark_grpc", "scheduler"],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    scheduler = SchedulerProcess(process, log_path)
+    deadline = time.monotonic() + timeout
+    while "scheduler started" not in log_path.read_bytes()[start:].decode(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            scheduler.stop()
+            raise RuntimeError(f"scheduler did not start:\n{scheduler.log()}")
+        time.sleep(0.05)
+    return scheduler
 
 
 class Stubs:
@@ -137,6 +191,7 @@ class Stubs:
         self.sources = source_service_pb2_grpc.SourceServiceStub(channel)
         self.workflows = workflow_service_pb2_grpc.WorkflowServiceStub(channel)
         self.tasks = task_service_pb2_grpc.TaskServiceStub(channel)
+        self.schedules = schedule_service_pb2_grpc.ScheduleServiceStub(channel)
 
 
 def status_details(err: grpc.aio.AioRpcError) -> status_pb2.Status:

@@ -9,7 +9,6 @@ with ``run_coroutine_threadsafe`` and waits.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -45,7 +44,7 @@ class WorkerRuntime:
     #: Source calls in flight, by task id, so a cancel message can stop them.
     running: dict[uuid.UUID, asyncio.Task[Any]] = field(default_factory=dict)
     _thread: threading.Thread | None = None
-    _listener: concurrent.futures.Future[None] | None = None
+    _listener: asyncio.Task[None] | None = None
 
     @classmethod
     def start(cls, settings: Settings, name: str) -> WorkerRuntime:
@@ -55,7 +54,7 @@ class WorkerRuntime:
         thread.start()
 
         async def build() -> WorkerRuntime:
-            return cls(
+            runtime = cls(
                 settings=settings,
                 name=name,
                 db=Database(
@@ -66,10 +65,11 @@ class WorkerRuntime:
                 box=SecretBox(settings.encryption_keys),
                 loop=loop,
             )
+            runtime._listener = asyncio.create_task(runtime._listen_for_cancels())
+            return runtime
 
         runtime = asyncio.run_coroutine_threadsafe(build(), loop).result()
         runtime._thread = thread
-        runtime._listener = asyncio.run_coroutine_threadsafe(runtime._listen_for_cancels(), loop)
         return runtime
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
@@ -89,6 +89,8 @@ class WorkerRuntime:
         async def close() -> None:
             if self._listener is not None:
                 self._listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._listener
             await self.http.aclose()
             await self.db.close()
 
