@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from cryptography.fernet import Fernet
@@ -144,6 +144,116 @@ def worker_process(
     run_worker_process(settings, name, fork=fork)
 
 
+keys_app = typer.Typer(help="Service API keys: create, list, revoke.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def _admin_db(process: str) -> Any:
+    settings = _settings(process)
+    from spark_grpc.db.session import Database, create_engine
+
+    return Database(create_engine(settings, _database_url(settings, process)))
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="Who or what uses the key.")],
+    scope: Annotated[
+        str, typer.Option(help="read (Get, List, Watch, Preview) or write.")
+    ] = "write",
+) -> None:
+    """Create a key; it is shown once and stored only as a hash."""
+    from spark_grpc.auth import Scope, create_key
+
+    if scope not in ("read", "write"):
+        typer.echo("--scope must be read or write", err=True)
+        raise typer.Exit(2)
+
+    async def run() -> tuple[str, Any]:
+        db = _admin_db("keys")
+        try:
+            return await create_key(db, name, Scope(scope))
+        finally:
+            await db.close()
+
+    key, key_id = asyncio.run(run())
+    typer.echo(f"created key {key_id} ({scope}) for {name!r}. Store it now, it is not shown again:")
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys (never their secrets)."""
+    from spark_grpc.auth import list_keys
+
+    async def run() -> list[Any]:
+        db = _admin_db("keys")
+        try:
+            return await list_keys(db)
+        finally:
+            await db.close()
+
+    for row in asyncio.run(run()):
+        state = f"revoked {row.revoke_time:%Y-%m-%d %H:%M}" if row.revoke_time else "active"
+        used = f"{row.last_used_time:%Y-%m-%d %H:%M}" if row.last_used_time else "never"
+        typer.echo(
+            f"{row.id}  spk_{row.prefix}_…  {row.scope:<5}  {state:<24} "
+            f"last used {used}  {row.name}"
+        )
+
+
+@keys_app.command("revoke")
+def keys_revoke(key: Annotated[str, typer.Argument(help="The key's id or its prefix.")]) -> None:
+    """Revoke a key (within SPARK_AUTH_CACHE_S every server refuses it)."""
+    from spark_grpc.auth import revoke_key
+
+    async def run() -> bool:
+        db = _admin_db("keys")
+        try:
+            return await revoke_key(db, key.removeprefix("spk_").split("_")[0])
+        finally:
+            await db.close()
+
+    if not asyncio.run(run()):
+        typer.echo(f"no active key matches {key!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {key}")
+
+
+@app.command("rotate-keys")
+def rotate_keys() -> None:
+    """Re-encrypt every stored secret with the first SPARK_ENCRYPTION_KEYS key."""
+    settings = _settings("rotate-keys")
+    from sqlalchemy import text
+
+    from spark_grpc.crypto import SecretBox
+
+    box = SecretBox(settings.encryption_keys)
+
+    async def run() -> int:
+        db = _admin_db("rotate-keys")
+        try:
+            async with db.session() as session:
+                rows = (
+                    await session.execute(
+                        text(
+                            "SELECT id, api_key_ciphertext FROM sources "
+                            "WHERE api_key_ciphertext IS NOT NULL FOR UPDATE"
+                        )
+                    )
+                ).all()
+                for row in rows:
+                    await session.execute(
+                        text("UPDATE sources SET api_key_ciphertext = :c WHERE id = :id"),
+                        {"c": box.rotate(bytes(row.api_key_ciphertext)), "id": row.id},
+                    )
+            return len(rows)
+        finally:
+            await db.close()
+
+    typer.echo(f"re-encrypted {asyncio.run(run())} secret(s) with the first key")
+
+
 @app.command()
 def keygen() -> None:
     """Print a new encryption key for SPARK_ENCRYPTION_KEYS."""
@@ -173,6 +283,9 @@ def dev(
     and SPARK_REDIS_URL are set), migrations, and the server. Ctrl-C stops it all."""
     if "SPARK_LOG_FORMAT" not in os.environ:
         os.environ["SPARK_LOG_FORMAT"] = "text"  # a person is watching this terminal
+    # The embedded default runs open on loopback (the server says so loudly); set
+    # SPARK_AUTH_MODE=required to try keys locally.
+    os.environ.setdefault("SPARK_AUTH_MODE", "open")
     settings = _settings("dev")
     from spark_grpc.crypto import load_or_create_dev_key
     from spark_grpc.db.migrate import upgrade

@@ -86,11 +86,53 @@ class Settings(BaseSettings):
         gt=0,
         description="Idle WatchTask / WatchTasks streams carry a heartbeat this often.",
     )
+    auth_mode: Literal["required", "open"] = Field(
+        default="required",
+        description=(
+            "required: every RPC but health needs an API key or token; open: no checks, "
+            "allowed only when listening on loopback (the embedded default)."
+        ),
+    )
+    auth_cache_s: float = Field(
+        default=defaults.AUTH_CACHE_S,
+        ge=0,
+        description="Verified keys are cached this long: a revoked key works at most this long.",
+    )
+    reflection_public: bool = Field(
+        default=False, description="Serve reflection without a key (grpcurl without -H)."
+    )
+    rate_limit_per_s: float = Field(
+        default=defaults.RATE_LIMIT_PER_S, ge=0, description="Calls per second per key; 0: off."
+    )
+    rate_limit_burst: float = Field(default=defaults.RATE_LIMIT_BURST, ge=1)
+    max_streams_total: int = Field(
+        default=defaults.MAX_STREAMS_TOTAL, ge=1, description="Open Watch streams per server."
+    )
+    max_streams_per_connection: int = Field(
+        default=defaults.MAX_STREAMS_PER_CONNECTION,
+        ge=1,
+        description="Concurrent HTTP/2 streams per client connection.",
+    )
+    jwt_public_key_file: Path | None = Field(
+        default=None, description="PEM public key (RS256/ES256) of accepted bearer JWTs."
+    )
+    jwt_audience: str = ""
+    jwt_issuer: str = ""
+    jwt_scope_claim: str = "scope"
+    tls_cert_file: Path | None = Field(default=None, description="Server certificate (PEM).")
+    tls_key_file: Path | None = Field(default=None, description="Server private key (PEM).")
+    tls_client_ca_file: Path | None = Field(
+        default=None, description="CA of client certificates: setting it requires mTLS."
+    )
+    source_host_allowlist: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated hosts (or CIDR ranges) sources may point at; empty: any.",
+    )
     db_pool_size: int = Field(default=defaults.DB_POOL_SIZE, ge=1)
     db_connect_timeout_s: float = Field(default=defaults.DB_CONNECT_TIMEOUT_S, gt=0)
     db_health_interval_s: float = Field(default=defaults.DB_HEALTH_INTERVAL_S, gt=0)
 
-    @field_validator("encryption_keys", mode="before")
+    @field_validator("encryption_keys", "source_host_allowlist", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):

@@ -62,6 +62,17 @@ MAX_BATCH_RUNS = 1000
 #: Heartbeat period of idle streams, below the idle timeouts of common proxies (60 s).
 STREAM_HEARTBEAT_S = 15.0
 
+#: Verified API keys are cached this long, which bounds how long a revoked key still works.
+AUTH_CACHE_S = 10.0
+
+#: Per-key rate limit: a token bucket refilled at this rate, holding at most the burst.
+RATE_LIMIT_PER_S = 200.0
+RATE_LIMIT_BURST = 400.0
+
+#: Open WatchTask / WatchTasks streams per server, and HTTP/2 streams per connection.
+MAX_STREAMS_TOTAL = 2000
+MAX_STREAMS_PER_CONNECTION = 200
+
 #: List RPCs: page size when the request leaves it at 0, and the most a page returns.
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000

@@ -10,6 +10,8 @@ them into gRPC statuses with ``google.rpc.ErrorInfo`` and, for bad input,
     ├── AlreadyExistsError          ALREADY_EXISTS
     ├── FailedPreconditionError     FAILED_PRECONDITION
     ├── ResourceExhaustedError      RESOURCE_EXHAUSTED (carries a retry delay)
+    ├── UnauthenticatedError        UNAUTHENTICATED  (no key, bad key, revoked key)
+    ├── PermissionDeniedError       PERMISSION_DENIED (the key's scope does not allow it)
     ├── UnavailableError            UNAVAILABLE
     │   └── DatabaseUnavailableError    Postgres cannot be reached
     ├── ConfigurationError          INTERNAL: a setting is missing or wrong (start-up)
@@ -119,6 +121,20 @@ class ResourceExhaustedError(SparkError):
     ) -> None:
         super().__init__(message, reason=reason, metadata=metadata)
         self.retry_after_s = retry_after_s
+
+
+class UnauthenticatedError(SparkError):
+    """The caller did not prove who it is."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+    default_reason = "UNAUTHENTICATED"
+
+
+class PermissionDeniedError(SparkError):
+    """The caller is known but may not do this."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    default_reason = "PERMISSION_DENIED"
 
 
 class UnavailableError(SparkError):

@@ -24,6 +24,7 @@ import grpc
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+from spark_grpc.auth import Authorizer
 from spark_grpc.errors import (
     DOMAIN,
     InvalidArgumentError,
@@ -77,7 +78,11 @@ def status_for(err: SparkError, request_id: str) -> status_pb2.Status:
 
 
 class ErrorBoundaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Wraps every unary and server-streaming handler with the error boundary."""
+    """Wraps every unary and server-streaming handler with the error boundary, and checks
+    the caller (authorizer) before any handler runs."""
+
+    def __init__(self, authorizer: Authorizer | None = None) -> None:
+        self._authorizer = authorizer
 
     async def intercept_service(
         self,
@@ -89,9 +94,10 @@ class ErrorBoundaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
             return None
         method: str = handler_call_details.method
         deserializer = _safe_deserializer(handler.request_deserializer)
+        auth = self._authorizer
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(method, handler.unary_unary),
+                _wrap_unary(method, handler.unary_unary, auth),
                 request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -99,8 +105,14 @@ class ErrorBoundaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
         # writes through context.write (health's Watch) is left as it is.
         if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(method, handler.unary_stream),
+                _wrap_stream(method, handler.unary_stream, auth),
                 request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream is not None and auth is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                _wrap_bidi(method, handler.stream_stream, auth),
+                request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
@@ -142,8 +154,17 @@ def _undecodable(method: str) -> InvalidArgumentError:
     )
 
 
+async def _authorize(
+    auth: Authorizer | None, method: str, context: grpc.aio.ServicerContext
+) -> None:
+    if auth is not None:
+        await auth.check(method, context.invocation_metadata(), context.peer())
+
+
 def _wrap_unary(
-    method: str, behavior: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+    method: str,
+    behavior: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]],
+    auth: Authorizer | None,
 ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
         request_id = _request_id(context)
@@ -151,6 +172,7 @@ def _wrap_unary(
         started = time.perf_counter()
         code = "OK"
         try:
+            await _authorize(auth, method, context)
             if isinstance(request, _UndecodableRequest):
                 raise _undecodable(method)
             context.set_trailing_metadata((("x-request-id", request_id),))
@@ -174,7 +196,9 @@ def _wrap_unary(
 
 
 def _wrap_stream(
-    method: str, behavior: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+    method: str,
+    behavior: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]],
+    auth: Authorizer | None,
 ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         request_id = _request_id(context)
@@ -182,6 +206,7 @@ def _wrap_stream(
         # cancel), and grpc.aio runs every RPC in its own task and context anyway.
         request_id_var.set(request_id)
         try:
+            await _authorize(auth, method, context)
             if isinstance(request, _UndecodableRequest):
                 raise _undecodable(method)
             async for response in behavior(request, context):
@@ -192,6 +217,23 @@ def _wrap_stream(
             if _is_abort(err):
                 raise
             await _abort_for(method, err, context, request_id)
+
+    return handle
+
+
+def _wrap_bidi(
+    method: str, behavior: Callable[[Any, grpc.aio.ServicerContext], Any], auth: Authorizer
+) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
+    """Bidirectional streams (reflection) get the caller check only."""
+
+    async def handle(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        request_id = _request_id(context)
+        try:
+            await _authorize(auth, method, context)
+        except SparkError as err:
+            await _abort_for(method, err, context, request_id)
+        async for response in behavior(requests, context):
+            yield response
 
     return handle
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from spark_grpc._gen.spark.v1 import (
     workflow_service_pb2,
     workflow_service_pb2_grpc,
 )
+from spark_grpc.auth import Authorizer, JwtVerifier, KeyVerifier, RateLimiter
 from spark_grpc.config import Settings
 from spark_grpc.crypto import SecretBox
 from spark_grpc.db.idempotency import purge_expired
@@ -157,14 +159,73 @@ def build_deps(settings: Settings, database_url: str) -> ServiceDeps:
     )
 
 
+def is_loopback(address: str) -> bool:
+    """True when a host:port listens on loopback only."""
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def build_authorizer(settings: Settings, deps: ServiceDeps) -> Authorizer:
+    """The caller checks, from settings. Open mode is refused unless on loopback."""
+    if settings.auth_mode == "open":
+        if not is_loopback(settings.listen_address):
+            raise ConfigurationError(
+                f"SPARK_AUTH_MODE=open is only allowed on a loopback address, not "
+                f"{settings.listen_address}; create API keys with `spark-grpc keys create`"
+            )
+        logger.warning(
+            "AUTHENTICATION IS OFF (SPARK_AUTH_MODE=open): any local process may call every "
+            "RPC. Set SPARK_AUTH_MODE=required and create keys before exposing this server."
+        )
+    jwt = None
+    if settings.jwt_public_key_file is not None:
+        jwt = JwtVerifier(
+            settings.jwt_public_key_file.read_text(),
+            settings.jwt_audience,
+            settings.jwt_issuer,
+            settings.jwt_scope_claim,
+        )
+    return Authorizer(
+        mode=settings.auth_mode,
+        keys=KeyVerifier(deps.db, settings.auth_cache_s),
+        jwt=jwt,
+        limiter=RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),
+        reflection_public=settings.reflection_public,
+    )
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS (and mTLS with a client CA) from settings; None for plain text."""
+    if settings.tls_cert_file is None and settings.tls_key_file is None:
+        if settings.tls_client_ca_file is not None:
+            raise ConfigurationError(
+                "SPARK_TLS_CLIENT_CA_FILE needs SPARK_TLS_CERT_FILE and _KEY_FILE"
+            )
+        return None
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        raise ConfigurationError("set both SPARK_TLS_CERT_FILE and SPARK_TLS_KEY_FILE")
+    ca = settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())],
+        root_certificates=ca,
+        require_client_auth=ca is not None,
+    )
+
+
 def build_server(settings: Settings, deps: ServiceDeps) -> SparkServer:
     """A server with every servicer, health, reflection and the error boundary, bound to
     ``settings.listen_address`` (port 0 picks a free port; see ``SparkServer.port``)."""
     server = grpc.aio.server(
-        interceptors=[ErrorBoundaryInterceptor()],
+        interceptors=[ErrorBoundaryInterceptor(build_authorizer(settings, deps))],
         options=[
             ("grpc.max_send_message_length", settings.max_message_bytes),
             ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
             ("grpc.so_reuseport", 0),
             *_SERVER_OPTIONS_KEEPALIVE,
         ],
@@ -186,7 +247,11 @@ def build_server(settings: Settings, deps: ServiceDeps) -> SparkServer:
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
     try:
-        port = server.add_insecure_port(settings.listen_address)
+        credentials = server_credentials(settings)
+        if credentials is None:
+            port = server.add_insecure_port(settings.listen_address)
+        else:
+            port = server.add_secure_port(settings.listen_address, credentials)
     except RuntimeError:
         port = 0
     if port == 0:

@@ -29,7 +29,7 @@ from tests.support import (
     start_worker_process,
 )
 
-TABLES = ("task_events", "tasks", "workflows", "sources", "idempotency_keys")
+TABLES = ("schedules", "task_events", "tasks", "workflows", "sources", "idempotency_keys")
 
 
 @pytest.fixture(scope="session")
@@ -99,6 +99,9 @@ def server_env(database_url: str, redis_url: str, encryption_key: str) -> dict[s
         "SPARK_SWEEP_INTERVAL_S": "0.2",
         "SPARK_ENCRYPTION_KEYS": encryption_key,
         "SPARK_LOG_FORMAT": "json",
+        # Loopback only; the auth tests start their own servers with keys required.
+        "SPARK_AUTH_MODE": "open",
+        "SPARK_REFLECTION_PUBLIC": "true",
         "SPARK_LOG_LEVEL": "INFO",
         "SPARK_DB_HEALTH_INTERVAL_S": "0.5",
     }

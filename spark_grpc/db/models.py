@@ -273,3 +273,19 @@ class ScheduleRow(Base):
             postgresql_where=text("buffered_fire_time IS NOT NULL"),
         ),
     )
+
+
+class ApiKeyRow(Base):
+    """A service API key: only a hash of its secret is stored; the key is shown once."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    #: The public part of the key (``spk_<prefix>_<secret>``), to find the row.
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    secret_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    name: Mapped[str] = mapped_column(String(200))
+    scope: Mapped[str] = mapped_column(String(16))
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    last_used_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoke_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

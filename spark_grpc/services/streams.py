@@ -27,7 +27,12 @@ from sqlalchemy import text
 
 from spark_grpc._gen.spark.v1 import task_pb2, task_service_pb2
 from spark_grpc.domain.tasks import TERMINAL
-from spark_grpc.errors import FieldViolation, InvalidArgumentError, UnavailableError
+from spark_grpc.errors import (
+    FieldViolation,
+    InvalidArgumentError,
+    ResourceExhaustedError,
+    UnavailableError,
+)
 from spark_grpc.events.hub import EventHub, Subscription
 from spark_grpc.services.deps import ServiceDeps
 from spark_grpc.services.tasks import STATES_BY_NUMBER, event_to_proto, get_task_row
@@ -92,6 +97,7 @@ class TaskStreams:
             v.add("after_sequence", "must not be negative")
         v.raise_if_invalid()
         assert task_id is not None
+        self._check_capacity()
         heartbeat_s = self._deps.settings.stream_heartbeat_s
         sub = self._hub.subscribe(task_id)  # before the first read: nothing slips between
         try:
@@ -137,6 +143,16 @@ class TaskStreams:
         finally:
             self._hub.unsubscribe(sub)
 
+    def _check_capacity(self) -> None:
+        limit = self._deps.settings.max_streams_total
+        if len(self._hub.subscriptions()) >= limit:
+            raise ResourceExhaustedError(
+                f"this server has {limit} open streams, its limit; retry shortly or on "
+                "another replica",
+                retry_after_s=1.0,
+                reason="TOO_MANY_STREAMS",
+            )
+
     async def _read_events(self, task_id: uuid.UUID, after: int) -> list[Any]:
         async with self._deps.db.session() as session:
             return list(
@@ -180,6 +196,7 @@ class TaskStreams:
         }
         states = [STATES_BY_NUMBER[s].value for s in flt.states]
         position = self._deps.tokens.decode("feed", filters, request.cursor, field="cursor")
+        self._check_capacity()
         sub = self._hub.subscribe(None)
         try:
             if position is None:
