@@ -142,3 +142,31 @@ class Validator:
 def _show(value: str) -> str:
     """The value for an error message, shortened so a huge input does not echo back whole."""
     return repr(value if len(value) <= 80 else value[:77] + "...")
+
+
+def host_allowed(url: str, allowlist: list[str]) -> bool:
+    """Whether url's host is in the allow-list (hostnames exactly, IPs by CIDR range).
+
+    An empty list allows every host. Names are compared as written, not resolved: list
+    the names users may use, or IP ranges for sources given by address.
+    """
+    if not allowlist:
+        return True
+    import ipaddress
+
+    host = (urlsplit(url).hostname or "").lower()
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    for entry in allowlist:
+        entry = entry.strip().lower()
+        if address is not None and "/" in entry:
+            try:
+                if address in ipaddress.ip_network(entry, strict=False):
+                    return True
+            except ValueError:
+                continue
+        elif host == entry or (entry.startswith(".") and host.endswith(entry)):
+            return True
+    return False

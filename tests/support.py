@@ -14,8 +14,8 @@ from typing import Any
 import grpc
 import psutil
 import redis
-from rq import Worker
 from google.rpc import error_details_pb2, status_pb2
+from rq import Worker
 
 from spark_grpc._gen.spark.v1 import (
     schedule_service_pb2_grpc,

@@ -128,14 +128,17 @@ async def _fire_due(session: Any, row: Any, now: datetime, result: TickResult) -
         end=row.end_time,
     )
     fired = skipped = 0
+    fired_at = None
     if plan.fire is not None:
         outcome = await fire(session, row, _Workflow(row), plan.fire, Overlap(row.overlap_policy))
         result.fired += [(t.id, t.timeout_s) for t in outcome.tasks]
         result.cancelled += outcome.cancelled
         fired = len(outcome.tasks)
         skipped = 1 if outcome.skipped else 0
-        due_at = plan.fire + maths.jitter_offset(str(row.id), plan.fire, row.jitter_s)
-        result.lateness_s.append(max(0.0, (now - due_at).total_seconds()))
+        if fired:
+            fired_at = plan.fire
+            due_at = plan.fire + maths.jitter_offset(str(row.id), plan.fire, row.jitter_s)
+            result.lateness_s.append(max(0.0, (now - due_at).total_seconds()))
     nominal, actual = next_times(row, now)
     await session.execute(
         text(
@@ -151,7 +154,7 @@ async def _fire_due(session: Any, row: Any, now: datetime, result: TickResult) -
             "id": row.id,
             "nominal": nominal,
             "actual": actual,
-            "fired_at": plan.fire,
+            "fired_at": fired_at,
             "missed": plan.missed,
             "skipped": skipped,
             "fired": fired,

@@ -497,6 +497,8 @@ class ScheduleServicer(schedule_service_pb2_grpc.ScheduleServiceServicer):
                 )
         for task_id in outcome.cancelled:
             await self._deps.announce_cancel(task_id)
+        if outcome.buffered:
+            await announce_change(self._deps.redis)  # a scheduler fires it when the run ends
         queued = await enqueue_after_commit(
             self._deps.db, self._deps.queue, [(t.id, t.timeout_s) for t in outcome.tasks]
         )
@@ -557,7 +559,12 @@ class ScheduleServicer(schedule_service_pb2_grpc.ScheduleServiceServicer):
         async with self._deps.db.session() as session:
             row = await _get_row(session, schedule_id, lock=True)
             times = []
-            for t in maths.fire_times(spec_from_json(row.spec), start - timedelta(microseconds=1)):
+            for t in maths.fire_times(
+                spec_from_json(row.spec),
+                start - timedelta(microseconds=1),
+                start=row.start_time,
+                end=row.end_time,
+            ):
                 if t >= end:
                     break
                 times.append(t)

@@ -28,7 +28,7 @@ from spark_grpc.services.deps import ServiceDeps
 from spark_grpc.services.masks import mask_paths
 from spark_grpc.sources import base as sources
 from spark_grpc.sources.registry import adapter_for
-from spark_grpc.validation import Validator
+from spark_grpc.validation import Validator, host_allowed
 
 SOURCE_TYPES: dict[int, sources.SourceType] = {
     source_pb2.SOURCE_TYPE_LANGFLOW: sources.SourceType.LANGFLOW,
@@ -132,6 +132,13 @@ class SourceServicer(source_service_pb2_grpc.SourceServiceServicer):
         )
         return row, adapter_for(connection, self._deps.http)
 
+    def _check_host(self, v: Validator, url: str) -> None:
+        if not v.violations and not host_allowed(url, self._deps.settings.source_host_allowlist):
+            v.add(
+                "source.url",
+                "this host is not in SPARK_SOURCE_HOST_ALLOWLIST; ask the operator to add it",
+            )
+
     async def CreateSource(
         self, request: source_service_pb2.CreateSourceRequest, context: grpc.aio.ServicerContext
     ) -> source_service_pb2.CreateSourceResponse:
@@ -145,6 +152,7 @@ class SourceServicer(source_service_pb2_grpc.SourceServiceServicer):
         )
         v.enum("source.type", src.type, SOURCE_TYPES, required=True)
         url = v.url("source.url", src.url)
+        self._check_host(v, url)
         v.text("source.api_key", src.api_key, max_length=defaults.MAX_API_KEY_LENGTH)
         v.request_id("request_id", request.request_id)
         v.raise_if_invalid()
@@ -232,6 +240,8 @@ class SourceServicer(source_service_pb2_grpc.SourceServiceServicer):
         if "type" in paths:
             v.enum("source.type", src.type, SOURCE_TYPES, required=True)
         url = v.url("source.url", src.url) if "url" in paths else ""
+        if url:
+            self._check_host(v, url)
         if "api_key" in paths:
             v.text("source.api_key", src.api_key, max_length=defaults.MAX_API_KEY_LENGTH)
         if not paths:

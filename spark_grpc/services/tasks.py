@@ -38,6 +38,9 @@ from spark_grpc.validation import Validator
 
 logger = logging.getLogger(__name__)
 
+#: The most event bytes one ListTaskEvents page carries (events are at most 256 KiB each).
+_EVENT_PAGE_BUDGET_BYTES = 2 * 1024 * 1024
+
 STATE_NUMBERS: dict[TaskState, Any] = {
     s: task_pb2.TaskState.Value(f"TASK_STATE_{s.value}") for s in TaskState
 }
@@ -397,9 +400,9 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
                     {"id": task_id, "after": after, "limit": size + 1},
                 )
             ).all()
-        # A page stops early at a byte budget, so large output chunks never make a
-        # response bigger than the message limit.
-        budget = self._deps.settings.max_message_bytes // 4
+        # A page stops early at a byte budget well under a default client's 4 MiB limit,
+        # so large output chunks never make a response too big to read.
+        budget = _EVENT_PAGE_BUDGET_BYTES
         response = task_service_pb2.ListTaskEventsResponse()
         for row in rows[:size]:
             event = event_to_proto(task_id, row)

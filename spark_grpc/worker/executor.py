@@ -77,12 +77,16 @@ async def execute_task(rt: WorkerRuntime, task_id: uuid.UUID) -> None:
         await _record_failure(rt, task, Failure(SOURCE_DISABLED, str(err), False))
         return
     events = _EventWriter(rt, task_id, attempt)
+    timeout = task.timeout_s
+    if task.deadline_time is not None:
+        # The overall deadline bounds every attempt, not only when attempts start.
+        timeout = min(timeout, (task.deadline_time - datetime.now(UTC)).total_seconds())
     call = asyncio.ensure_future(
         adapter.run(
             flow_id,
             input_value=task.input_value,
             tweaks=task.tweaks or {},
-            timeout=task.timeout_s,
+            timeout=timeout,
             stream=True,
             on_event=events.add,
         )
@@ -178,17 +182,22 @@ class _EventWriter:
 
     async def add(self, event: sources.RunEvent) -> None:
         """The adapter's on_event callback."""
-        if event.kind in ("token", "message"):
-            self._pending.append(
-                (
-                    "output_chunk",
-                    {"attempt": self._attempt, "text": event.text, "source_event": event.kind},
+        # A large streamed message is cut into chunks: every event, hence every stream
+        # message and every ListTaskEvents page, stays far below the message limits.
+        step = defaults.OUTPUT_CHUNK_BYTES
+        pieces = [event.text[i : i + step] for i in range(0, len(event.text), step)] or [""]
+        for piece in pieces:
+            if event.kind in ("token", "message"):
+                self._pending.append(
+                    (
+                        "output_chunk",
+                        {"attempt": self._attempt, "text": piece, "source_event": event.kind},
+                    )
                 )
-            )
-        elif event.kind == "progress":
-            self._pending.append(("progress", {"fraction": -1.0, "message": event.text}))
-        else:
-            self._pending.append(("log", {"level": "LOG_LEVEL_INFO", "message": event.text}))
+            elif event.kind == "progress":
+                self._pending.append(("progress", {"fraction": -1.0, "message": piece}))
+            else:
+                self._pending.append(("log", {"level": "LOG_LEVEL_INFO", "message": piece}))
         self._wake.set()
 
     async def close(self) -> None:

@@ -60,8 +60,13 @@ def supervise(settings: Settings, concurrency: int, *, fork: bool, sweeper: bool
         host = socket.gethostname()
         children: dict[int, subprocess.Popen[bytes]] = {}
 
+        generations: dict[int, int] = {}
+
         def spawn(slot: int) -> None:
-            name = f"{host}.{os.getpid()}.{slot}"
+            # A new name per spawn: RQ refuses a name whose dead owner it still lists
+            # (for worker_ttl + 60 s), which would keep a replaced slot from serving.
+            generations[slot] = generations.get(slot, -1) + 1
+            name = f"{host}.{os.getpid()}.{slot}.{generations[slot]}"
             args = [sys.executable, "-m", "spark_grpc", "worker-process", "--name", name]
             if fork:
                 args.append("--fork")
