@@ -159,8 +159,8 @@ def host_allowed(url: str, allowlist: list[str]) -> bool:
         address = ipaddress.ip_address(host)
     except ValueError:
         address = None
-    for entry in allowlist:
-        entry = entry.strip().lower()
+    for raw in allowlist:
+        entry = raw.strip().lower()
         if address is not None and "/" in entry:
             try:
                 if address in ipaddress.ip_network(entry, strict=False):

@@ -173,3 +173,27 @@ async def reset_state(pg: asyncpg.Connection, fake: FakeSources) -> None:
     for kind in KINDS:
         fake.state.configure(kind, reset=True)
         fake.state.requests(kind).clear()
+
+
+FAULT_REPORT: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def fault_report() -> list[str]:
+    """Fault tests add one line each: the fault and what was observed (counts, states).
+
+    The lines are printed at the end of the run and written to
+    .pytest_cache/fault-report.md, so every CI log carries the report.
+    """
+    return FAULT_REPORT
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not FAULT_REPORT:
+        return
+    terminalreporter.section("fault report")
+    for line in FAULT_REPORT:
+        terminalreporter.write_line(line)
+    path = terminalreporter.config.rootpath / ".pytest_cache" / "fault-report.md"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("# Fault report\n\n" + "\n".join(f"- {line}" for line in FAULT_REPORT) + "\n")

@@ -260,7 +260,8 @@ class TaskStreams:
     ) -> list[Any]:
         where = [
             "e.kind = 'state_change'",
-            "(e.xid, e.task_id, e.sequence) > (CAST(CAST(:xid AS text) AS xid8), CAST(:task AS uuid), :seq)",
+            "(e.xid, e.task_id, e.sequence) > "
+            "(CAST(CAST(:xid AS text) AS xid8), CAST(:task AS uuid), :seq)",
             "e.xid < pg_snapshot_xmin(pg_current_snapshot())",
         ]
         params: dict[str, Any] = {

@@ -210,6 +210,7 @@ async def test_worker_killed_mid_task(
     max_attempts: int,
     final_state: int,
     lost_to: int,
+    fault_report: list[str],
 ) -> None:
     # Two processes: if one is killed, its sibling can run the next attempt.
     own = await start_own_workers(server_env, tmp_path, concurrency=2)
@@ -244,6 +245,11 @@ async def test_worker_killed_mid_task(
         # One attempt at a time: exactly one claim per attempt.
         claims = [c.attempt for c in changes if c.to_state == S.TASK_STATE_RUNNING]
         assert claims == list(range(1, done.attempt + 1))
+        fault_report.append(
+            f"worker SIGKILLed mid-task (max_attempts={max_attempts}): task ended "
+            f"{S.TaskState.Name(done.state)} at attempt {done.attempt}, one WORKER_LOST "
+            f"change, claims {claims}, {done.last_event_sequence} events"
+        )
     finally:
         fake.state.configure("langflow", reset=True)
         await cancel_quietly(stubs, occupiers)
@@ -294,7 +300,11 @@ async def test_supervisor_replaces_a_killed_worker(
 
 
 async def test_run_while_redis_is_down_waits_pending_then_runs(
-    stubs: Stubs, fake: FakeSources, workers: WorkerProcess, stack: EmbeddedStack | None
+    stubs: Stubs,
+    fake: FakeSources,
+    workers: WorkerProcess,
+    stack: EmbeddedStack | None,
+    fault_report: list[str],
 ) -> None:
     if stack is None:
         pytest.skip("needs the embedded Redis, to stop and restart it")
@@ -310,6 +320,10 @@ async def test_run_while_redis_is_down_waits_pending_then_runs(
     done = await wait_terminal(stubs, run.task.id)
     assert done.state == S.TASK_STATE_SUCCEEDED, done.error
     assert done.attempt == 1 and done.output_text == "while redis is down"
+    fault_report.append(
+        "Redis killed, RunWorkflow answered OK with a PENDING task; Redis restarted: the "
+        f"sweeper queued it and it ended {S.TaskState.Name(done.state)} at attempt 1"
+    )
 
 
 # -- 3. cancel a queued task ---------------------------------------------------------------
