@@ -186,6 +186,14 @@ class TaskRow(Base):
             postgresql_where=text("state = 'RUNNING'"),
         ),
         Index("ix_tasks_queued_update", "update_time", postgresql_where=text("state = 'QUEUED'")),
+        # "Is this schedule's previous run still going?" (overlap policies), per tick.
+        Index(
+            "ix_tasks_schedule_unfinished",
+            "schedule_id",
+            postgresql_where=text(
+                "schedule_id IS NOT NULL AND state IN ('PENDING', 'QUEUED', 'RUNNING')"
+            ),
+        ),
     )
 
 

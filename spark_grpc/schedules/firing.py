@@ -39,6 +39,14 @@ class FireOutcome:
     buffered: bool = False
 
 
+class WorkflowOfRow:
+    """The workflow defaults a schedule query joins in (wf_retry_policy, wf_timeout_s)."""
+
+    def __init__(self, row: Any) -> None:
+        self.retry_policy = row.wf_retry_policy
+        self.timeout_s = row.wf_timeout_s
+
+
 def spec_from_json(data: dict[str, Any]) -> maths.Spec:
     """The domain spec of a stored spec."""
     if "cron" in data:
@@ -102,19 +110,21 @@ async def fire(
             sets="next_attempt_time = NULL",
         )
         outcome.cancelled = [r.id for r in rows]
-    written = await store.insert_tasks(
-        session,
-        [
-            store.NewTask(
-                workflow_id=schedule.workflow_id,
-                input_value=schedule.input_value,
-                tweaks=schedule.tweaks or {},
-                retry_policy=RetryPolicy().merged(RetryPolicy.from_json(workflow.retry_policy)),
-                timeout_s=workflow.timeout_s,
-                schedule_id=schedule.id,
-                context={"nominal_fire_time": nominal.isoformat()},
-            )
-        ],
-    )
+    written = await store.insert_tasks(session, [new_scheduled_task(schedule, workflow, nominal)])
     outcome.tasks = [row for row, _ in written]
     return outcome
+
+
+def new_scheduled_task(
+    schedule: Any, workflow: Any, nominal: datetime, **context: Any
+) -> store.NewTask:
+    """The task a schedule fires for a nominal time (the workflow's retry policy and timeout)."""
+    return store.NewTask(
+        workflow_id=schedule.workflow_id,
+        input_value=schedule.input_value,
+        tweaks=schedule.tweaks or {},
+        retry_policy=RetryPolicy().merged(RetryPolicy.from_json(workflow.retry_policy)),
+        timeout_s=workflow.timeout_s,
+        schedule_id=schedule.id,
+        context={"nominal_fire_time": nominal.isoformat(), **context},
+    )

@@ -22,7 +22,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import JSONB
 
 from spark_grpc import defaults
 from spark_grpc.config import Settings
@@ -30,7 +31,14 @@ from spark_grpc.db.session import Database, create_engine
 from spark_grpc.domain import schedules as maths
 from spark_grpc.errors import DatabaseUnavailableError
 from spark_grpc.events.publisher import EventPublisher
-from spark_grpc.schedules.firing import Overlap, fire, spec_from_json
+from spark_grpc.schedules.firing import (
+    Overlap,
+    WorkflowOfRow,
+    fire,
+    new_scheduled_task,
+    spec_from_json,
+)
+from spark_grpc.tasks import store
 from spark_grpc.tasks.queue import TaskQueue, enqueue_after_commit
 
 logger = logging.getLogger(__name__)
@@ -44,7 +52,9 @@ MAX_SLEEP_S = 30.0
 BUFFER_POLL_S = 1.0
 
 _SCHEDULE_WITH_WORKFLOW = (
-    "SELECT s.*, w.retry_policy AS wf_retry_policy, w.timeout_s AS wf_timeout_s "
+    "SELECT s.*, w.retry_policy AS wf_retry_policy, w.timeout_s AS wf_timeout_s, "
+    "EXISTS (SELECT 1 FROM tasks t WHERE t.schedule_id = s.id "
+    "AND t.state IN ('PENDING', 'QUEUED', 'RUNNING')) AS busy "
     "FROM schedules s JOIN workflows w ON w.id = s.workflow_id "
 )
 
@@ -59,12 +69,6 @@ class TickResult:
     schedules: int = 0
 
 
-class _Workflow:
-    def __init__(self, row: Any) -> None:
-        self.retry_policy = row.wf_retry_policy
-        self.timeout_s = row.wf_timeout_s
-
-
 def next_times(row: Any, after: datetime) -> tuple[datetime | None, datetime | None]:
     """The next nominal fire time after ``after``, and when it actually fires (jitter)."""
     nominal = maths.next_fire_time(
@@ -76,7 +80,12 @@ def next_times(row: Any, after: datetime) -> tuple[datetime | None, datetime | N
 
 
 async def tick(db: Database, now: datetime | None = None) -> TickResult:
-    """Fires every due schedule (and every buffered run whose predecessor ended)."""
+    """Fires every due schedule (and every buffered run whose predecessor ended).
+
+    The common case is set-based: one claim query, one insert of every new task, one
+    update of every claimed schedule, whatever their number; only a busy schedule whose
+    policy is BUFFER_ONE or CANCEL_OTHER takes the per-row path.
+    """
     result = TickResult()
     async with db.session() as session:
         now = now or datetime.now(UTC)
@@ -89,8 +98,8 @@ async def tick(db: Database, now: datetime | None = None) -> TickResult:
                 {"now": now, "n": _BATCH},
             )
         ).all()
-        for row in rows:
-            await _fire_due(session, row, now, result)
+        if rows:
+            await _fire_due(session, list(rows), now, result)
         buffered = (
             await session.execute(
                 text(
@@ -102,7 +111,9 @@ async def tick(db: Database, now: datetime | None = None) -> TickResult:
             )
         ).all()
         for row in buffered:
-            outcome = await fire(session, row, _Workflow(row), row.buffered_fire_time, Overlap.SKIP)
+            outcome = await fire(
+                session, row, WorkflowOfRow(row), row.buffered_fire_time, Overlap.SKIP
+            )
             if not outcome.skipped:
                 await session.execute(
                     text(
@@ -117,51 +128,68 @@ async def tick(db: Database, now: datetime | None = None) -> TickResult:
     return result
 
 
-async def _fire_due(session: Any, row: Any, now: datetime, result: TickResult) -> None:
-    spec = spec_from_json(row.spec)
-    plan = maths.plan_due(
-        spec,
-        row.next_fire_time,
-        now,
-        catchup_window_s=row.catchup_window_s,
-        start=row.start_time,
-        end=row.end_time,
-    )
-    fired = skipped = 0
-    fired_at = None
-    if plan.fire is not None:
-        outcome = await fire(session, row, _Workflow(row), plan.fire, Overlap(row.overlap_policy))
-        result.fired += [(t.id, t.timeout_s) for t in outcome.tasks]
-        result.cancelled += outcome.cancelled
-        fired = len(outcome.tasks)
-        skipped = 1 if outcome.skipped else 0
-        if fired:
-            fired_at = plan.fire
-            due_at = plan.fire + maths.jitter_offset(str(row.id), plan.fire, row.jitter_s)
-            result.lateness_s.append(max(0.0, (now - due_at).total_seconds()))
-    nominal, actual = next_times(row, now)
+async def _fire_due(session: Any, rows: list[Any], now: datetime, result: TickResult) -> None:
+    new_tasks: list[store.NewTask] = []
+    updates: list[dict[str, Any]] = []
+    for row in rows:
+        plan = maths.plan_due(
+            spec_from_json(row.spec),
+            row.next_fire_time,
+            now,
+            catchup_window_s=row.catchup_window_s,
+            start=row.start_time,
+            end=row.end_time,
+        )
+        fired = skipped = 0
+        fired_at = None
+        if plan.fire is not None:
+            policy = Overlap(row.overlap_policy)
+            if row.busy and policy in (Overlap.BUFFER_ONE, Overlap.CANCEL_OTHER):
+                outcome = await fire(session, row, WorkflowOfRow(row), plan.fire, policy)
+                result.fired += [(t.id, t.timeout_s) for t in outcome.tasks]
+                result.cancelled += outcome.cancelled
+                fired, skipped = len(outcome.tasks), int(outcome.skipped)
+            elif row.busy and policy == Overlap.SKIP:
+                skipped = 1
+            else:
+                new_tasks.append(new_scheduled_task(row, WorkflowOfRow(row), plan.fire))
+                fired = 1
+            if fired:
+                fired_at = plan.fire
+                due_at = plan.fire + maths.jitter_offset(str(row.id), plan.fire, row.jitter_s)
+                result.lateness_s.append(max(0.0, (now - due_at).total_seconds()))
+        nominal, actual = next_times(row, now)
+        updates.append(
+            {
+                "id": str(row.id),
+                "nominal": nominal.isoformat() if nominal else None,
+                "actual": actual.isoformat() if actual else None,
+                "fired_at": fired_at.isoformat() if fired_at else None,
+                "missed": plan.missed,
+                "skipped": skipped,
+                "fired": fired,
+            }
+        )
+        if plan.missed:
+            logger.warning("schedule %s: %d fire time(s) missed", row.id, plan.missed)
+    if new_tasks:
+        written = await store.insert_tasks(session, new_tasks)
+        result.fired += [(r.id, r.timeout_s) for r, _ in written]
     await session.execute(
         text(
-            "UPDATE schedules SET next_fire_time = :nominal, next_fire_at = :actual, "
-            "last_fire_time = COALESCE(:fired_at, last_fire_time), "
-            "missed_count = missed_count + :missed, "
-            "overlap_skipped_count = overlap_skipped_count + :skipped, "
-            "fired_count = fired_count + :fired, "
-            "state = CASE WHEN CAST(:nominal AS timestamptz) IS NULL THEN 'COMPLETED' "
-            "ELSE state END, update_time = clock_timestamp() WHERE id = :id"
-        ),
-        {
-            "id": row.id,
-            "nominal": nominal,
-            "actual": actual,
-            "fired_at": fired_at,
-            "missed": plan.missed,
-            "skipped": skipped,
-            "fired": fired,
-        },
+            "UPDATE schedules s SET next_fire_time = u.nominal, next_fire_at = u.actual, "
+            "last_fire_time = COALESCE(u.fired_at, s.last_fire_time), "
+            "missed_count = s.missed_count + u.missed, "
+            "overlap_skipped_count = s.overlap_skipped_count + u.skipped, "
+            "fired_count = s.fired_count + u.fired, "
+            "state = CASE WHEN u.nominal IS NULL THEN 'COMPLETED' ELSE s.state END, "
+            "update_time = clock_timestamp() "
+            "FROM jsonb_to_recordset(:updates) AS u(id uuid, nominal timestamptz, "
+            "actual timestamptz, fired_at timestamptz, missed int, skipped int, fired int) "
+            "WHERE s.id = u.id"
+        ).bindparams(bindparam("updates", type_=JSONB)),
+        {"updates": updates},
     )
-    if plan.missed:
-        logger.warning("schedule %s: %d fire time(s) missed", row.id, plan.missed)
 
 
 async def earliest_due(db: Database) -> tuple[datetime | None, bool]:

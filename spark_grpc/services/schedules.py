@@ -16,14 +16,22 @@ from spark_grpc._gen.spark.v1 import schedule_pb2, schedule_service_pb2, schedul
 from spark_grpc.db.idempotency import run_idempotent
 from spark_grpc.db.keyset import keyset_position
 from spark_grpc.domain import schedules as maths
-from spark_grpc.domain.tasks import CANCELLABLE, CANCELLED, Failure, RetryPolicy, TaskState
+from spark_grpc.domain.tasks import CANCELLABLE, CANCELLED, Failure, TaskState
 from spark_grpc.errors import (
     FailedPreconditionError,
     FieldViolation,
     InvalidArgumentError,
     NotFoundError,
 )
-from spark_grpc.schedules.firing import Overlap, active_tasks, fire, spec_from_json, spec_to_json
+from spark_grpc.schedules.firing import (
+    Overlap,
+    WorkflowOfRow,
+    active_tasks,
+    fire,
+    new_scheduled_task,
+    spec_from_json,
+    spec_to_json,
+)
 from spark_grpc.schedules.scheduler import announce_change, next_times
 from spark_grpc.services.convert import struct, struct_to_dict, timestamp
 from spark_grpc.services.deps import ServiceDeps
@@ -166,12 +174,6 @@ async def _recent(session: AsyncSession, schedule_id: uuid.UUID) -> list[uuid.UU
         {"id": schedule_id, "n": _RECENT},
     )
     return [r.id for r in rows]
-
-
-class _Workflow:
-    def __init__(self, row: Any) -> None:
-        self.retry_policy = row.wf_retry_policy
-        self.timeout_s = row.wf_timeout_s
 
 
 class ScheduleServicer(schedule_service_pb2_grpc.ScheduleServiceServicer):
@@ -486,7 +488,7 @@ class ScheduleServicer(schedule_service_pb2_grpc.ScheduleServiceServicer):
         async with self._deps.db.session() as session:
             row = await _get_row(session, schedule_id, lock=True)
             policy = _OVERLAPS.get(request.overlap_policy) or Overlap(row.overlap_policy)
-            outcome = await fire(session, row, _Workflow(row), datetime.now(UTC), policy)
+            outcome = await fire(session, row, WorkflowOfRow(row), datetime.now(UTC), policy)
             if outcome.tasks:
                 await session.execute(
                     text(
@@ -592,20 +594,7 @@ class ScheduleServicer(schedule_service_pb2_grpc.ScheduleServiceServicer):
                 cancelled = [r.id for r in rows]
             written = await store.insert_tasks(
                 session,
-                [
-                    store.NewTask(
-                        workflow_id=row.workflow_id,
-                        input_value=row.input_value,
-                        tweaks=row.tweaks or {},
-                        retry_policy=RetryPolicy().merged(
-                            RetryPolicy.from_json(row.wf_retry_policy)
-                        ),
-                        timeout_s=row.wf_timeout_s,
-                        schedule_id=schedule_id,
-                        context={"nominal_fire_time": t.isoformat(), "backfill": True},
-                    )
-                    for t in chosen
-                ],
+                [new_scheduled_task(row, WorkflowOfRow(row), t, backfill=True) for t in chosen],
             )
             await session.execute(
                 text(
