@@ -27,6 +27,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.dialects.postgresql import base as postgresql_base
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import UserDefinedType
 
@@ -204,6 +205,11 @@ class Xid8(UserDefinedType[int]):
 
     def get_col_spec(self, **kw: Any) -> str:
         return "XID8"
+
+
+# Teach the dialect's reflection the type, so `alembic check` compares it instead of
+# warning that it does not know it.
+postgresql_base.ischema_names["xid8"] = Xid8
 
 
 class TaskEventRow(Base):
