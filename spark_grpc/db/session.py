@@ -15,6 +15,7 @@ import asyncpg
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -83,9 +84,9 @@ class Publisher(Protocol):
 EVENTS_KEY = "spark_events"
 
 
-def record_events(session: AsyncSession, events: list[dict[str, Any]]) -> None:
-    """Notes events written in session's transaction, to publish after it commits."""
-    session.info.setdefault(EVENTS_KEY, []).extend(events)
+def record_events(conn: AsyncSession | AsyncConnection, events: list[dict[str, Any]]) -> None:
+    """Notes events written in conn's transaction, to publish after it commits."""
+    conn.info.setdefault(EVENTS_KEY, []).extend(events)
 
 
 class Database:
@@ -106,6 +107,28 @@ class Database:
                 async with session.begin():
                     yield session
                 events = session.info.pop(EVENTS_KEY, [])
+        except _DB_ERRORS as err:
+            if is_connection_error(err):
+                logger.warning("database unavailable: %s", type(err).__name__)
+                raise DatabaseUnavailableError(
+                    "the database is unavailable; retry shortly"
+                ) from err
+            raise
+        if events and self.publisher is not None:
+            await self.publisher.publish(events)
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection]:
+        """A Core connection in a transaction: the hot paths' lighter session (no ORM
+        unit of work), with the same error translation and publishing after commit."""
+        events: list[dict[str, Any]] = []
+        try:
+            async with self.engine.begin() as conn:
+                try:
+                    yield conn
+                finally:
+                    # Connection info outlives the checkout: never leave events behind.
+                    events = conn.info.pop(EVENTS_KEY, [])
         except _DB_ERRORS as err:
             if is_connection_error(err):
                 logger.warning("database unavailable: %s", type(err).__name__)

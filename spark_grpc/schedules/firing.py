@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Row, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from spark_grpc.domain import schedules as maths
 from spark_grpc.domain.tasks import CANCELLABLE, CANCELLED, Failure, RetryPolicy, TaskState
@@ -67,7 +67,9 @@ def spec_to_json(spec: maths.Spec) -> dict[str, Any]:
     return {"one_time": {"fire_time": spec.fire_time.isoformat()}}
 
 
-async def active_tasks(session: AsyncSession, schedule_id: uuid.UUID) -> list[uuid.UUID]:
+async def active_tasks(
+    session: AsyncSession | AsyncConnection, schedule_id: uuid.UUID
+) -> list[uuid.UUID]:
     """The schedule's tasks that have not finished."""
     rows = await session.execute(
         text("SELECT id FROM tasks WHERE schedule_id = :id AND state = ANY(:states)"),
@@ -77,7 +79,11 @@ async def active_tasks(session: AsyncSession, schedule_id: uuid.UUID) -> list[uu
 
 
 async def fire(
-    session: AsyncSession, schedule: Any, workflow: Any, nominal: datetime, policy: Overlap
+    session: AsyncSession | AsyncConnection,
+    schedule: Any,
+    workflow: Any,
+    nominal: datetime,
+    policy: Overlap,
 ) -> FireOutcome:
     """Fires ``schedule`` (a locked row) for the nominal time under ``policy``.
 

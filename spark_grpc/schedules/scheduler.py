@@ -87,7 +87,7 @@ async def tick(db: Database, now: datetime | None = None) -> TickResult:
     policy is BUFFER_ONE or CANCEL_OTHER takes the per-row path.
     """
     result = TickResult()
-    async with db.session() as session:
+    async with db.connection() as session:
         now = now or datetime.now(UTC)
         rows = (
             await session.execute(
@@ -194,7 +194,7 @@ async def _fire_due(session: Any, rows: list[Any], now: datetime, result: TickRe
 
 async def earliest_due(db: Database) -> tuple[datetime | None, bool]:
     """The earliest next_fire_at of an active schedule, and whether a run is buffered."""
-    async with db.session() as session:
+    async with db.connection() as session:
         row = (
             await session.execute(
                 text(

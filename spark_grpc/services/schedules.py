@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from spark_grpc import defaults
 from spark_grpc._gen.spark.v1 import schedule_pb2, schedule_service_pb2, schedule_service_pb2_grpc
@@ -145,7 +145,9 @@ def schedule_to_proto(row: Any, recent: list[uuid.UUID]) -> schedule_pb2.Schedul
     return message
 
 
-async def _get_row(session: AsyncSession, schedule_id: uuid.UUID, *, lock: bool = False) -> Any:
+async def _get_row(
+    session: AsyncSession | AsyncConnection, schedule_id: uuid.UUID, *, lock: bool = False
+) -> Any:
     row = (
         await session.execute(
             text(
@@ -165,7 +167,9 @@ async def _get_row(session: AsyncSession, schedule_id: uuid.UUID, *, lock: bool 
     return row
 
 
-async def _recent(session: AsyncSession, schedule_id: uuid.UUID) -> list[uuid.UUID]:
+async def _recent(
+    session: AsyncSession | AsyncConnection, schedule_id: uuid.UUID
+) -> list[uuid.UUID]:
     rows = await session.execute(
         text(
             "SELECT id FROM tasks WHERE schedule_id = :id "
@@ -302,7 +306,7 @@ class ScheduleServicer(schedule_service_pb2_grpc.ScheduleServiceServicer):
         self, request: schedule_service_pb2.GetScheduleRequest, context: grpc.aio.ServicerContext
     ) -> schedule_service_pb2.GetScheduleResponse:
         schedule_id = _id(request.id)
-        async with self._deps.db.session() as session:
+        async with self._deps.db.connection() as session:
             row = await _get_row(session, schedule_id)
             recent = await _recent(session, schedule_id)
         return schedule_service_pb2.GetScheduleResponse(schedule=schedule_to_proto(row, recent))
@@ -336,7 +340,7 @@ class ScheduleServicer(schedule_service_pb2_grpc.ScheduleServiceServicer):
                     "invalid page_token", violations=[FieldViolation("page_token", "malformed")]
                 ) from None
             where.append("(s.create_time, s.id) < (:pt, :pid)")
-        async with self._deps.db.session() as session:
+        async with self._deps.db.connection() as session:
             rows = (
                 await session.execute(
                     text(
@@ -370,7 +374,7 @@ class ScheduleServicer(schedule_service_pb2_grpc.ScheduleServiceServicer):
             v.add("update_mask", "names no field to change")
         v.raise_if_invalid()
         assert schedule_id is not None
-        async with self._deps.db.session() as session:
+        async with self._deps.db.connection() as session:
             row = await _get_row(session, schedule_id, lock=True)
             merged = {**row._asdict(), **values}
             nominal, actual = next_times(_Probe(schedule_id, merged), datetime.now(UTC))
@@ -406,7 +410,7 @@ class ScheduleServicer(schedule_service_pb2_grpc.ScheduleServiceServicer):
         self, request: schedule_service_pb2.DeleteScheduleRequest, context: grpc.aio.ServicerContext
     ) -> schedule_service_pb2.DeleteScheduleResponse:
         schedule_id = _id(request.id)
-        async with self._deps.db.session() as session:
+        async with self._deps.db.connection() as session:
             deleted = (
                 await session.execute(
                     text("DELETE FROM schedules WHERE id = :id RETURNING id"), {"id": schedule_id}
@@ -425,7 +429,7 @@ class ScheduleServicer(schedule_service_pb2_grpc.ScheduleServiceServicer):
         v.text("note", request.note, max_length=500)
         v.raise_if_invalid()
         assert schedule_id is not None
-        async with self._deps.db.session() as session:
+        async with self._deps.db.connection() as session:
             row = await _get_row(session, schedule_id, lock=True)
             if row.state == "COMPLETED":
                 raise FailedPreconditionError(
@@ -448,7 +452,7 @@ class ScheduleServicer(schedule_service_pb2_grpc.ScheduleServiceServicer):
         self, request: schedule_service_pb2.ResumeScheduleRequest, context: grpc.aio.ServicerContext
     ) -> schedule_service_pb2.ResumeScheduleResponse:
         schedule_id = _id(request.id)
-        async with self._deps.db.session() as session:
+        async with self._deps.db.connection() as session:
             row = await _get_row(session, schedule_id, lock=True)
             if row.state == "COMPLETED":
                 raise FailedPreconditionError(
@@ -485,7 +489,7 @@ class ScheduleServicer(schedule_service_pb2_grpc.ScheduleServiceServicer):
         v.enum("overlap_policy", request.overlap_policy, _OVERLAPS, required=False)
         v.raise_if_invalid()
         assert schedule_id is not None
-        async with self._deps.db.session() as session:
+        async with self._deps.db.connection() as session:
             row = await _get_row(session, schedule_id, lock=True)
             policy = _OVERLAPS.get(request.overlap_policy) or Overlap(row.overlap_policy)
             outcome = await fire(session, row, WorkflowOfRow(row), datetime.now(UTC), policy)
@@ -558,7 +562,7 @@ class ScheduleServicer(schedule_service_pb2_grpc.ScheduleServiceServicer):
         assert schedule_id is not None
         start, end = _dt(request.start_time), _dt(request.end_time)
         policy = _OVERLAPS.get(request.overlap_policy, Overlap.ALLOW_ALL)
-        async with self._deps.db.session() as session:
+        async with self._deps.db.connection() as session:
             row = await _get_row(session, schedule_id, lock=True)
             times = []
             for t in maths.fire_times(

@@ -101,7 +101,7 @@ class TaskStreams:
         heartbeat_s = self._deps.settings.stream_heartbeat_s
         sub = self._hub.subscribe(task_id)  # before the first read: nothing slips between
         try:
-            async with self._deps.db.session() as session:
+            async with self._deps.db.connection() as session:
                 await get_task_row(session, task_id)
             last = request.after_sequence
             while True:
@@ -154,7 +154,7 @@ class TaskStreams:
             )
 
     async def _read_events(self, task_id: uuid.UUID, after: int) -> list[Any]:
-        async with self._deps.db.session() as session:
+        async with self._deps.db.connection() as session:
             return list(
                 (
                     await session.execute(
@@ -170,7 +170,7 @@ class TaskStreams:
 
     async def _is_last(self, task_id: uuid.UUID, sequence: int) -> bool:
         """True when sequence is the task's newest event (so a terminal one is current)."""
-        async with self._deps.db.session() as session:
+        async with self._deps.db.connection() as session:
             last = (
                 await session.execute(
                     text("SELECT last_sequence FROM tasks WHERE id = :id"), {"id": task_id}
@@ -242,7 +242,7 @@ class TaskStreams:
             self._hub.unsubscribe(sub)
 
     async def _feed_horizon(self) -> int:
-        async with self._deps.db.session() as session:
+        async with self._deps.db.connection() as session:
             return int(
                 (
                     await session.execute(
@@ -279,7 +279,7 @@ class TaskStreams:
         if states:
             where.append("e.data->>'to' = ANY(:states)")
             params["states"] = states
-        async with self._deps.db.session() as session:
+        async with self._deps.db.connection() as session:
             return list(
                 (
                     await session.execute(

@@ -222,7 +222,7 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         self, request: task_service_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
     ) -> task_service_pb2.GetTaskResponse:
         task_id = self._task_id(request.id)
-        async with self._deps.db.session() as session:
+        async with self._deps.db.connection() as session:
             row = await get_task_row(session, task_id)
         return task_service_pb2.GetTaskResponse(task=task_to_proto(row))
 
@@ -278,7 +278,7 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
             f"SELECT {store.TASK_COLUMNS} FROM tasks WHERE {' AND '.join(where)} "
             "ORDER BY create_time DESC, id DESC LIMIT :limit"
         )
-        async with self._deps.db.session() as session:
+        async with self._deps.db.connection() as session:
             rows = (await session.execute(query, params)).all()
         response = task_service_pb2.ListTasksResponse(tasks=[task_to_proto(r) for r in rows[:size]])
         if len(rows) > size:
@@ -296,7 +296,7 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         v.raise_if_invalid()
         assert task_id is not None
         reason = request.reason or "cancelled by CancelTask"
-        async with self._deps.db.session() as session:
+        async with self._deps.db.connection() as session:
             row = await store.transition(
                 session,
                 task_id,
@@ -321,7 +321,7 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         self, request: task_service_pb2.RetryTaskRequest, context: grpc.aio.ServicerContext
     ) -> task_service_pb2.RetryTaskResponse:
         task_id = self._task_id(request.id)
-        async with self._deps.db.session() as session:
+        async with self._deps.db.connection() as session:
             row = await store.transition(
                 session,
                 task_id,
@@ -344,7 +344,7 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
             self._deps.db, self._deps.queue, [(task_id, row.timeout_s)]
         )
         if queued:
-            async with self._deps.db.session() as session:
+            async with self._deps.db.connection() as session:
                 row = await get_task_row(session, task_id)
         return task_service_pb2.RetryTaskResponse(task=task_to_proto(row))
 
@@ -352,7 +352,7 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         self, request: task_service_pb2.DeleteTaskRequest, context: grpc.aio.ServicerContext
     ) -> task_service_pb2.DeleteTaskResponse:
         task_id = self._task_id(request.id)
-        async with self._deps.db.session() as session:
+        async with self._deps.db.connection() as session:
             deleted = (
                 await session.execute(
                     text(
@@ -389,7 +389,7 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
                     "invalid page_token", violations=[FieldViolation("page_token", "malformed")]
                 )
             after = position[0]
-        async with self._deps.db.session() as session:
+        async with self._deps.db.connection() as session:
             await get_task_row(session, task_id)
             rows = (
                 await session.execute(

@@ -539,7 +539,7 @@ class WorkflowServicer(workflow_service_pb2_grpc.WorkflowServiceServicer):
                 parsed.append((workflow_id, override, timeout_s))
         v.raise_if_invalid()
         workflow_ids = list({p[0] for p in parsed})
-        async with self._deps.db.session() as session:
+        async with self._deps.db.connection() as session:
             found = {
                 r.id: r
                 for r in (

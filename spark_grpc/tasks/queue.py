@@ -121,7 +121,7 @@ async def enqueue_after_commit(
             "Redis unavailable (%s): %d task(s) wait PENDING for the sweeper", err, len(tasks)
         )
         return {}
-    async with db.session() as session:
+    async with db.connection() as session:
         rows = await store.transition_many(
             session,
             [t for t, _ in tasks],

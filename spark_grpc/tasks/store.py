@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Row, bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from spark_grpc.db.session import record_events
 from spark_grpc.domain.tasks import Failure, RetryPolicy, TaskState
@@ -32,7 +32,7 @@ TASK_COLUMNS = (
     "finish_time, update_time, last_sequence, context"
 )
 
-Conn = AsyncSession
+Conn = AsyncSession | AsyncConnection
 
 
 @dataclass(frozen=True)

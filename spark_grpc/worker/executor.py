@@ -52,7 +52,7 @@ class _LostLease(Exception):
 
 async def execute_task(rt: WorkerRuntime, task_id: uuid.UUID) -> None:
     """Runs the next attempt of a task, if it is still there to be claimed."""
-    async with rt.db.session() as session:
+    async with rt.db.connection() as session:
         task = await store.transition(
             session,
             task_id,
@@ -117,7 +117,7 @@ class _SourceDisabledError(Exception):
 
 
 async def _adapter_for_task(rt: WorkerRuntime, task: Any) -> tuple[sources.SourceAdapter, str]:
-    async with rt.db.session() as session:
+    async with rt.db.connection() as session:
         row = (
             await session.execute(
                 text(
@@ -147,7 +147,7 @@ async def _heartbeat(
     while True:
         await asyncio.sleep(interval)
         try:
-            async with rt.db.session() as session:
+            async with rt.db.connection() as session:
                 owned = (
                     await session.execute(
                         text(
@@ -213,7 +213,7 @@ class _EventWriter:
             batch, self._pending = self._pending, []
             if batch:
                 try:
-                    async with self._rt.db.session() as session:
+                    async with self._rt.db.connection() as session:
                         await store.append_events(session, self._task_id, self._attempt, batch)
                 except Exception:
                     logger.warning(
@@ -246,7 +246,7 @@ async def _record_failure(rt: WorkerRuntime, task: Any, failure: Failure) -> Non
         now=datetime.now(UTC),
         deadline=task.deadline_time,
     )
-    async with rt.db.session() as session:
+    async with rt.db.connection() as session:
         row = await store.transition(
             session,
             task.id,
@@ -270,7 +270,7 @@ async def _record_success(rt: WorkerRuntime, task: Any, result: sources.RunResul
     size = len(encoded.encode())
     limit = rt.settings.inline_output_bytes
     truncated = size > limit
-    async with rt.db.session() as session:
+    async with rt.db.connection() as session:
         if truncated:
             # Too big for a response: the whole answer goes into the event log in chunks.
             step = defaults.OUTPUT_CHUNK_BYTES

@@ -61,7 +61,7 @@ async def sweep_once(db: Database, queue: TaskQueue, *, check_queued: bool = Tru
 
 
 async def _expire_leases(db: Database) -> int:
-    async with db.session() as session:
+    async with db.connection() as session:
         rows = (
             await session.execute(
                 text(
@@ -101,7 +101,7 @@ async def _expire_leases(db: Database) -> int:
 
 
 async def _queue_due_pending(db: Database, queue: TaskQueue) -> int:
-    async with db.session() as session:
+    async with db.connection() as session:
         rows = (
             await session.execute(
                 text(
@@ -124,7 +124,7 @@ async def _queue_due_pending(db: Database, queue: TaskQueue) -> int:
 
 
 async def _requeue_lost_jobs(db: Database, queue: TaskQueue) -> int:
-    async with db.session() as session:
+    async with db.connection() as session:
         rows = (
             await session.execute(
                 text(
