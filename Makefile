@@ -38,6 +38,7 @@ lint: install $(BUF)  ## ruff, mypy --strict, buf lint
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(BUF) lint
+	cd clients/go && test -z "$$(gofmt -l .)" && go vet ./...
 
 fmt: install  ## format the Python code
 	$(VENV)/bin/ruff format .
@@ -47,10 +48,13 @@ gen: install $(BUF)  ## regenerate every stub from protos/ (reproducible)
 	$(BUF) generate
 	$(BUF) build -o $(VENV)/spark.binpb
 	$(PY) tools/gen_python.py $(VENV)/spark.binpb
+	$(BUF) generate --template clients/go/buf.gen.go.yaml
+
+GENERATED := spark_grpc/_gen clients/go/gen
 
 gen-check: gen  ## fail when the committed generated code differs from `make gen`
-	@git diff --exit-code --stat -- spark_grpc/_gen || { echo "generated code is stale: run make gen and commit"; exit 1; }
-	@test -z "$$(git status --porcelain -- spark_grpc/_gen)" || { git status --porcelain -- spark_grpc/_gen; echo "untracked generated files: run make gen and commit"; exit 1; }
+	@git diff --exit-code --stat -- $(GENERATED) || { echo "generated code is stale: run make gen and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- $(GENERATED))" || { git status --porcelain -- $(GENERATED); echo "untracked generated files: run make gen and commit"; exit 1; }
 
 breaking: $(BUF)  ## buf breaking (FILE) against REF (default HEAD~1)
 	$(BUF) breaking protos --against '.git#ref=$(REF),subdir=protos'

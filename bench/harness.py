@@ -127,6 +127,7 @@ async def service(
                 "SPARK_REDIS_URL": stack.redis.url,
                 "SPARK_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
                 "SPARK_LOG_LEVEL": "WARNING",
+                "SPARK_AUTH_MODE": "open",
                 **(extra_env or {}),
             }
             subprocess.run(
