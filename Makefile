@@ -4,6 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 BUF    := tools/node_modules/.bin/buf
 REF    ?= HEAD~1
+TS     := clients/typescript
 
 .DEFAULT_GOAL := help
 .PHONY: help install run demo test lint fmt gen gen-check breaking migrate migrate-check bench bench-smoke clean
@@ -24,6 +25,10 @@ $(BUF): tools/package.json tools/package-lock.json
 	cd tools && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+$(TS)/node_modules/.bin/protoc-gen-es: $(TS)/package.json $(TS)/package-lock.json
+	cd $(TS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 run: install  ## start everything on an embedded Postgres and Redis (127.0.0.1:50051)
 	$(VENV)/bin/spark-grpc dev --demo-source
 
@@ -33,24 +38,26 @@ demo: install  ## start only the demo LangFlow-compatible source (127.0.0.1:7860
 test: install  ## run the whole test suite against real Postgres, Redis and server processes
 	$(VENV)/bin/pytest
 
-lint: install $(BUF)  ## ruff, mypy --strict, buf lint
+lint: install $(BUF) $(TS)/node_modules/.bin/protoc-gen-es  ## ruff, mypy --strict, buf lint, gofmt/go vet, tsc
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(BUF) lint
 	cd clients/go && test -z "$$(gofmt -l .)" && go vet ./...
+	cd $(TS) && npx tsc -p . --noEmit
 
 fmt: install  ## format the Python code
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-gen: install $(BUF)  ## regenerate every stub from protos/ (reproducible)
+gen: install $(BUF) $(TS)/node_modules/.bin/protoc-gen-es  ## regenerate every stub from protos/ (reproducible)
 	$(BUF) generate
 	$(BUF) build -o $(VENV)/spark.binpb
 	$(PY) tools/gen_python.py $(VENV)/spark.binpb
 	$(BUF) generate --template clients/go/buf.gen.go.yaml
+	$(BUF) generate --template $(TS)/buf.gen.ts.yaml
 
-GENERATED := spark_grpc/_gen clients/go/gen
+GENERATED := spark_grpc/_gen clients/go/gen clients/typescript/src/gen
 
 gen-check: gen  ## fail when the committed generated code differs from `make gen`
 	@git diff --exit-code --stat -- $(GENERATED) || { echo "generated code is stale: run make gen and commit"; exit 1; }
@@ -72,4 +79,4 @@ migrate-check: install  ## alembic check (no drift) and an upgrade/downgrade/upg
 	$(VENV)/bin/pytest -q tests/integration/test_migrations.py
 
 clean:  ## remove the virtualenv, caches and the local data directory
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .spark tools/node_modules
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .spark tools/node_modules $(TS)/node_modules $(TS)/dist

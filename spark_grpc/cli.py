@@ -286,6 +286,7 @@ def dev(
     # The embedded default runs open on loopback (the server says so loudly); set
     # SPARK_AUTH_MODE=required to try keys locally.
     os.environ.setdefault("SPARK_AUTH_MODE", "open")
+    os.environ.setdefault("SPARK_METRICS_ADDRESS", "127.0.0.1:9464")
     settings = _settings("dev")
     from spark_grpc.crypto import load_or_create_dev_key
     from spark_grpc.db.migrate import upgrade

@@ -128,6 +128,10 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Comma-separated hosts (or CIDR ranges) sources may point at; empty: any.",
     )
+    metrics_address: str = Field(
+        default="",
+        description="host:port serving Prometheus /metrics; empty: off (dev: 127.0.0.1:9464).",
+    )
     db_pool_size: int = Field(default=defaults.DB_POOL_SIZE, ge=1)
     db_connect_timeout_s: float = Field(default=defaults.DB_CONNECT_TIMEOUT_S, gt=0)
     db_health_interval_s: float = Field(default=defaults.DB_HEALTH_INTERVAL_S, gt=0)

@@ -32,6 +32,7 @@ from spark_grpc.errors import (
     SparkError,
 )
 from spark_grpc.logs import request_id_var
+from spark_grpc.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +82,11 @@ class ErrorBoundaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
     """Wraps every unary and server-streaming handler with the error boundary, and checks
     the caller (authorizer) before any handler runs."""
 
-    def __init__(self, authorizer: Authorizer | None = None) -> None:
+    def __init__(
+        self, authorizer: Authorizer | None = None, metrics: Metrics | None = None
+    ) -> None:
         self._authorizer = authorizer
+        self._metrics = metrics
 
     async def intercept_service(
         self,
@@ -97,7 +101,7 @@ class ErrorBoundaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
         auth = self._authorizer
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(method, handler.unary_unary, auth),
+                _wrap_unary(method, handler.unary_unary, auth, self._metrics),
                 request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -105,7 +109,7 @@ class ErrorBoundaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
         # writes through context.write (health's Watch) is left as it is.
         if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(method, handler.unary_stream, auth),
+                _wrap_stream(method, handler.unary_stream, auth, self._metrics),
                 request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -165,6 +169,7 @@ def _wrap_unary(
     method: str,
     behavior: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]],
     auth: Authorizer | None,
+    metrics: Metrics | None,
 ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
         request_id = _request_id(context)
@@ -187,9 +192,10 @@ def _wrap_unary(
             await _abort_for(method, err, context, request_id)
             raise  # unreachable: abort raises
         finally:
-            logger.debug(
-                "rpc %s %s in %.1f ms", method, code, (time.perf_counter() - started) * 1000
-            )
+            elapsed = time.perf_counter() - started
+            if metrics is not None:
+                metrics.observe_rpc(method, code, elapsed)
+            logger.debug("rpc %s %s in %.1f ms", method, code, elapsed * 1000)
             request_id_var.reset(token)
 
     return handle
@@ -199,12 +205,15 @@ def _wrap_stream(
     method: str,
     behavior: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]],
     auth: Authorizer | None,
+    metrics: Metrics | None,
 ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         request_id = _request_id(context)
         # No reset: a stream's generator may be closed from another context (client
         # cancel), and grpc.aio runs every RPC in its own task and context anyway.
         request_id_var.set(request_id)
+        started = time.perf_counter()
+        code = "OK"
         try:
             await _authorize(auth, method, context)
             if isinstance(request, _UndecodableRequest):
@@ -212,11 +221,17 @@ def _wrap_stream(
             async for response in behavior(request, context):
                 yield response
         except asyncio.CancelledError:
+            code = "CANCELLED"
             raise
         except Exception as err:
             if _is_abort(err):
+                code = "ABORTED"
                 raise
+            code = err.code.name if isinstance(err, SparkError) else "INTERNAL"
             await _abort_for(method, err, context, request_id)
+        finally:
+            if metrics is not None:
+                metrics.observe_rpc(method, code, time.perf_counter() - started)
 
     return handle
 

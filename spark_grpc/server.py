@@ -43,6 +43,7 @@ from spark_grpc.errors import ConfigurationError
 from spark_grpc.events.hub import EventHub
 from spark_grpc.events.publisher import EventPublisher
 from spark_grpc.interceptors import ErrorBoundaryInterceptor
+from spark_grpc.metrics import Metrics
 from spark_grpc.pagination import PageTokens
 from spark_grpc.services.deps import ServiceDeps
 from spark_grpc.services.schedules import ScheduleServicer
@@ -81,6 +82,7 @@ class SparkServer:
     deps: ServiceDeps
     health: health.aio.HealthServicer
     hub: EventHub
+    metrics: Metrics
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -90,6 +92,16 @@ class SparkServer:
         await self._set_health(serving=True)
         self._tasks.append(asyncio.create_task(self._watch_database(), name="db-health"))
         self._tasks.append(asyncio.create_task(self._purge_request_ids(), name="request-ids"))
+        if self.deps.settings.metrics_address:
+            self.metrics.serve(self.deps.settings.metrics_address)
+            self._tasks.append(
+                asyncio.create_task(
+                    self.metrics.refresh_forever(
+                        self.deps.db, self.deps.queue, lambda: len(self.hub.subscriptions())
+                    ),
+                    name="metrics",
+                )
+            )
 
     async def stop(self, grace: float | None) -> None:
         """Health NOT_SERVING, then in-flight RPCs get grace seconds, then everything closes."""
@@ -220,8 +232,9 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
 def build_server(settings: Settings, deps: ServiceDeps) -> SparkServer:
     """A server with every servicer, health, reflection and the error boundary, bound to
     ``settings.listen_address`` (port 0 picks a free port; see ``SparkServer.port``)."""
+    metrics = Metrics()
     server = grpc.aio.server(
-        interceptors=[ErrorBoundaryInterceptor(build_authorizer(settings, deps))],
+        interceptors=[ErrorBoundaryInterceptor(build_authorizer(settings, deps), metrics)],
         options=[
             ("grpc.max_send_message_length", settings.max_message_bytes),
             ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -259,7 +272,9 @@ def build_server(settings: Settings, deps: ServiceDeps) -> SparkServer:
             f"cannot listen on {settings.listen_address}: the address is in use or invalid "
             "(is another spark-grpc running? set SPARK_LISTEN_ADDRESS to another host:port)"
         )
-    return SparkServer(server=server, port=port, deps=deps, health=health_servicer, hub=hub)
+    return SparkServer(
+        server=server, port=port, deps=deps, health=health_servicer, hub=hub, metrics=metrics
+    )
 
 
 async def serve(
