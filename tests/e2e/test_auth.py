@@ -308,3 +308,63 @@ async def test_tls_and_mtls(secured_env: dict[str, str], tmp_path: Path) -> None
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         proc.stop()
+
+
+async def test_jwt_bearer_tokens_with_scopes(secured_env: dict[str, str], tmp_path: Path) -> None:
+    import jwt
+
+    signer = ec.generate_private_key(ec.SECP256R1())
+    public = signer.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    (tmp_path / "jwt.pem").write_bytes(public)
+    env = {
+        **secured_env,
+        "SPARK_JWT_PUBLIC_KEY_FILE": str(tmp_path / "jwt.pem"),
+        "SPARK_JWT_AUDIENCE": "spark",
+    }
+    proc = start_server_process(env, tmp_path)
+
+    def token(scope: str, **claims: object) -> str:
+        body = {
+            "sub": "svc-billing",
+            "aud": "spark",
+            "scope": scope,
+            "exp": dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5),
+            **claims,
+        }
+        return jwt.encode(body, signer, algorithm="ES256")
+
+    try:
+        async with grpc.aio.insecure_channel(proc.address) as channel:
+            stubs = Stubs(channel)
+            reader = (("authorization", f"Bearer {token('spark.read')}"),)
+            await stubs.sources.ListSources(ss.ListSourcesRequest(), metadata=reader)
+            await expect_error(
+                stubs.workflows.RunWorkflow(
+                    workflow_service_pb2.RunWorkflowRequest(
+                        workflow_id="00000000-0000-4000-8000-000000000000"
+                    ),
+                    metadata=reader,
+                ),
+                grpc.StatusCode.PERMISSION_DENIED,
+            )
+            writer = (("authorization", f"Bearer {token('openid spark.write')}"),)
+            await stubs.sources.CreateSource(
+                ss.CreateSourceRequest(
+                    source=source_pb2.Source(display_name="j", type=1, url="http://jwt.example")
+                ),
+                metadata=writer,
+            )
+            cases = [
+                (token("spark.read", aud="other"), grpc.StatusCode.UNAUTHENTICATED),
+                (token("spark.read", exp=0), grpc.StatusCode.UNAUTHENTICATED),
+                (token(""), grpc.StatusCode.PERMISSION_DENIED),
+            ]
+            for bad, code in cases:
+                md = (("authorization", f"Bearer {bad}"),)
+                await expect_error(
+                    stubs.sources.ListSources(ss.ListSourcesRequest(), metadata=md), code
+                )
+    finally:
+        proc.stop()
