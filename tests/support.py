@@ -53,6 +53,7 @@ def start_server_process(
     """Starts `python -m spark_grpc serve` and waits until it reports its address."""
     ready = workdir / "ready"
     ready.unlink(missing_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "server.log"
     with log_path.open("ab") as log:
         process = subprocess.Popen(

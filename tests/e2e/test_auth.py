@@ -29,11 +29,13 @@ from spark_grpc._gen.spark.v1 import (
 from spark_grpc._gen.spark.v1 import (
     source_service_pb2 as ss,
 )
+from spark_grpc.demo.fake_sources import FakeSources
 from tests.support import (
     ServerProcess,
     Stubs,
     error_info,
     expect_error,
+    field_violations,
     start_server_process,
     status_details,
 )
@@ -366,5 +368,74 @@ async def test_jwt_bearer_tokens_with_scopes(secured_env: dict[str, str], tmp_pa
                 await expect_error(
                     stubs.sources.ListSources(ss.ListSourcesRequest(), metadata=md), code
                 )
+    finally:
+        proc.stop()
+
+
+async def test_source_host_allowlist(server_env: dict[str, str], tmp_path: Path) -> None:
+    env = {**server_env, "SPARK_SOURCE_HOST_ALLOWLIST": ".allowed.example,10.0.0.0/8"}
+    proc = start_server_process(env, tmp_path)
+    try:
+        async with grpc.aio.insecure_channel(proc.address) as channel:
+            stubs = Stubs(channel)
+            for url in ("http://lf.allowed.example:7860", "http://10.1.2.3:7860"):
+                await stubs.sources.CreateSource(
+                    ss.CreateSourceRequest(
+                        source=source_pb2.Source(display_name="ok", type=1, url=url)
+                    )
+                )
+            for url in (
+                "http://169.254.169.254",
+                "http://evil.example",
+                "http://allowed.example.evil.com",
+            ):
+                err = await expect_error(
+                    stubs.sources.CreateSource(
+                        ss.CreateSourceRequest(
+                            source=source_pb2.Source(display_name="no", type=1, url=url)
+                        )
+                    ),
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                )
+                assert "SPARK_SOURCE_HOST_ALLOWLIST" in field_violations(err)["source.url"]
+    finally:
+        proc.stop()
+
+
+async def test_encryption_key_rotation_without_downtime(
+    server_env: dict[str, str], tmp_path: Path, fake: FakeSources
+) -> None:
+    from cryptography.fernet import Fernet
+
+    old, new = server_env["SPARK_ENCRYPTION_KEYS"], Fernet.generate_key().decode()
+    fake.state.configure("langflow", require_api_key="rotate-me")
+    async with grpc.aio.insecure_channel(
+        (proc := start_server_process(server_env, tmp_path / "a")).address
+    ) as ch:
+        source = (
+            await Stubs(ch).sources.CreateSource(
+                ss.CreateSourceRequest(
+                    source=source_pb2.Source(
+                        display_name="r", type=1, url=fake.url("langflow"), api_key="rotate-me"
+                    )
+                )
+            )
+        ).source
+    proc.stop()
+    both = {**server_env, "SPARK_ENCRYPTION_KEYS": f"{new},{old}"}
+    out = subprocess.run(
+        [sys.executable, "-m", "spark_grpc", "rotate-keys"],
+        env={**os.environ, **both},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "re-encrypted" in out
+    only_new = {**server_env, "SPARK_ENCRYPTION_KEYS": new}
+    proc = start_server_process(only_new, tmp_path / "b")
+    try:
+        async with grpc.aio.insecure_channel(proc.address) as ch:
+            checked = await Stubs(ch).sources.CheckSource(ss.CheckSourceRequest(id=source.id))
+            assert checked.source.health.reachable, checked.source.health.message
     finally:
         proc.stop()
