@@ -31,6 +31,8 @@ from spark_grpc._gen.spark.v1 import (
     source_service_pb2_grpc,
     task_service_pb2,
     task_service_pb2_grpc,
+    worker_service_pb2,
+    worker_service_pb2_grpc,
     workflow_service_pb2,
     workflow_service_pb2_grpc,
 )
@@ -49,6 +51,7 @@ from spark_grpc.services.deps import ServiceDeps
 from spark_grpc.services.schedules import ScheduleServicer
 from spark_grpc.services.sources import SourceServicer
 from spark_grpc.services.tasks import TaskServicer
+from spark_grpc.services.workers import WorkerServicer
 from spark_grpc.services.workflows import WorkflowServicer
 from spark_grpc.tasks.queue import TaskQueue
 
@@ -60,6 +63,7 @@ SERVICE_NAMES = (
     workflow_service_pb2.DESCRIPTOR.services_by_name["WorkflowService"].full_name,
     task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
     schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"].full_name,
+    worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
 )
 
 # Keepalive suited to long-lived streams behind proxies: ping idle connections every 30 s,
@@ -253,6 +257,7 @@ def build_server(settings: Settings, deps: ServiceDeps) -> SparkServer:
     schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server(  # type: ignore[no-untyped-call]
         ScheduleServicer(deps), server
     )
+    worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(deps), server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection:

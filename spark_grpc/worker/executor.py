@@ -257,6 +257,7 @@ async def _record_failure(rt: WorkerRuntime, task: Any, failure: Failure) -> Non
             sets="next_attempt_time = :when",
             params={"when": when},
         )
+    rt.failed += 1
     if row is None:
         logger.info("task %s attempt %d outcome dropped: no longer owned", task.id, task.attempt)
     else:
@@ -312,4 +313,5 @@ async def _record_success(rt: WorkerRuntime, task: Any, result: sources.RunResul
     if row is None:
         logger.info("task %s attempt %d answer dropped: no longer owned", task.id, task.attempt)
     else:
+        rt.succeeded += 1
         logger.info("task %s attempt %d succeeded (%d bytes)", task.id, task.attempt, size)

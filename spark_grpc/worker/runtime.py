@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
+import socket
 import threading
+import time
 import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -25,8 +29,14 @@ from spark_grpc.config import Settings
 from spark_grpc.crypto import SecretBox
 from spark_grpc.db.session import Database, create_engine
 from spark_grpc.events.publisher import EventPublisher
+from spark_grpc.tasks.queue import QUEUE_NAME
 
 logger = logging.getLogger(__name__)
+
+#: Presence keys of live workers (ListWorkers), refreshed every interval, expiring after TTL.
+PRESENCE_PREFIX = "spark:worker:"
+PRESENCE_INTERVAL_S = 5.0
+PRESENCE_TTL_S = 15
 
 T = TypeVar("T")
 
@@ -43,8 +53,13 @@ class WorkerRuntime:
     loop: asyncio.AbstractEventLoop
     #: Source calls in flight, by task id, so a cancel message can stop them.
     running: dict[uuid.UUID, asyncio.Task[Any]] = field(default_factory=dict)
+    #: What the presence heartbeat reports (ListWorkers).
+    succeeded: int = 0
+    failed: int = 0
+    started_at: float = field(default_factory=time.time)
     _thread: threading.Thread | None = None
     _listener: asyncio.Task[None] | None = None
+    _presence: asyncio.Task[None] | None = None
 
     @classmethod
     def start(cls, settings: Settings, name: str) -> WorkerRuntime:
@@ -66,6 +81,7 @@ class WorkerRuntime:
                 loop=loop,
             )
             runtime._listener = asyncio.create_task(runtime._listen_for_cancels())
+            runtime._presence = asyncio.create_task(runtime._announce_presence())
             return runtime
 
         runtime = asyncio.run_coroutine_threadsafe(build(), loop).result()
@@ -87,10 +103,15 @@ class WorkerRuntime:
         """Closes the clients and stops the loop thread."""
 
         async def close() -> None:
-            if self._listener is not None:
-                self._listener.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._listener
+            for task in (self._listener, self._presence):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            with contextlib.suppress(Exception):
+                client = aioredis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=1)
+                await client.delete(PRESENCE_PREFIX + self.name)  # drop out of ListWorkers now
+                await client.aclose()
             await self.http.aclose()
             await self.db.close()
 
@@ -99,6 +120,32 @@ class WorkerRuntime:
         self.loop.call_soon_threadsafe(self.loop.stop)
         if self._thread is not None:
             self._thread.join(10)
+
+    async def _announce_presence(self) -> None:
+        """A heartbeat in Redis that expires on its own: a killed worker drops out of
+        ListWorkers within PRESENCE_TTL_S (RQ's own registry keeps it for minutes)."""
+        client = aioredis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=2)
+        try:
+            while True:
+                payload = {
+                    "name": self.name,
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "queues": [QUEUE_NAME],
+                    "current_task_id": next((str(t) for t in self.running), ""),
+                    "succeeded": self.succeeded,
+                    "failed": self.failed,
+                    "start_time": self.started_at,
+                    "heartbeat_time": time.time(),
+                }
+                with contextlib.suppress(aioredis.RedisError, OSError):
+                    await client.set(
+                        PRESENCE_PREFIX + self.name, json.dumps(payload), ex=PRESENCE_TTL_S
+                    )
+                await asyncio.sleep(PRESENCE_INTERVAL_S)
+        finally:
+            with contextlib.suppress(Exception):
+                await client.aclose()
 
     async def _listen_for_cancels(self) -> None:
         """Stops a running source call as soon as CancelTask announces it.
