@@ -24,6 +24,7 @@ from spark_grpc._gen.spark.v1 import (
     schedule_service_pb2,
     source_pb2,
     task_service_pb2,
+    worker_service_pb2,
     workflow_service_pb2,
 )
 from spark_grpc._gen.spark.v1 import (
@@ -40,7 +41,7 @@ from tests.support import (
     status_details,
 )
 
-SERVICES = [ss, workflow_service_pb2, task_service_pb2, schedule_service_pb2]
+SERVICES = [ss, workflow_service_pb2, task_service_pb2, schedule_service_pb2, worker_service_pb2]
 
 
 def create_key(env: dict[str, str], scope: str, name: str = "test") -> str:

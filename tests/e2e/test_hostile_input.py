@@ -23,12 +23,19 @@ from spark_grpc._gen.spark.v1 import (
     source_service_pb2,
     source_service_pb2_grpc,
     task_service_pb2,
+    worker_service_pb2,
     workflow_service_pb2,
 )
 from tests.support import ServerProcess
 
 SECRET = "sk-hypothesis-secret-7f3a"
-MODULES = [source_service_pb2, workflow_service_pb2, task_service_pb2, schedule_service_pb2]
+MODULES = [
+    source_service_pb2,
+    workflow_service_pb2,
+    task_service_pb2,
+    schedule_service_pb2,
+    worker_service_pb2,
+]
 METHODS = [
     (f"/{service.full_name}/{m.name}", m)
     for module in MODULES
