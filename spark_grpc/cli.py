@@ -254,6 +254,18 @@ def rotate_keys() -> None:
     typer.echo(f"re-encrypted {asyncio.run(run())} secret(s) with the first key")
 
 
+@app.command("webhook-secret")
+def webhook_secret_command() -> None:
+    """Print the secret that signs webhook POSTs (give it to your receivers)."""
+    settings = _settings("webhook-secret")
+    from spark_grpc.notifications import webhook_secret
+
+    if not settings.webhook_secret and not settings.encryption_keys:
+        typer.echo("set SPARK_WEBHOOK_SECRET (or SPARK_ENCRYPTION_KEYS)", err=True)
+        raise typer.Exit(2)
+    typer.echo(webhook_secret(settings.webhook_secret, settings.encryption_keys).decode())
+
+
 @app.command()
 def keygen() -> None:
     """Print a new encryption key for SPARK_ENCRYPTION_KEYS."""

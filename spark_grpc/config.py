@@ -128,6 +128,13 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Comma-separated hosts (or CIDR ranges) sources may point at; empty: any.",
     )
+    webhook_secret: str = Field(
+        default="",
+        description=(
+            "HMAC secret of webhook signatures; empty: derived from the first encryption "
+            "key (see `spark-grpc webhook-secret`)."
+        ),
+    )
     metrics_address: str = Field(
         default="",
         description="host:port serving Prometheus /metrics; empty: off (dev: 127.0.0.1:9464).",

@@ -98,6 +98,7 @@ class WorkflowRow(Base):
     import_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     retry_policy: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
     timeout_s: Mapped[float] = mapped_column(Float, server_default="600")
+    webhook_url: Mapped[str] = mapped_column(Text, server_default="")
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
 
@@ -151,6 +152,8 @@ class TaskRow(Base):
     job_id: Mapped[str] = mapped_column(Text, server_default="")
     request_id: Mapped[str | None] = mapped_column(String(128))
     request_hash: Mapped[bytes | None] = mapped_column(LargeBinary)
+    #: Receives a signed POST when the task reaches a terminal state; empty for none.
+    webhook_url: Mapped[str] = mapped_column(Text, server_default="")
     #: What must follow the task through a re-enqueue (trace context, request metadata).
     context: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
     last_sequence: Mapped[int] = mapped_column(BigInteger, server_default="0")
@@ -303,3 +306,36 @@ class ApiKeyRow(Base):
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     last_used_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoke_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookDeliveryRow(Base):
+    """A signed POST owed to a webhook for a task that reached a terminal state.
+
+    Written in the same statement as the terminal transition, so no outcome is ever
+    without its notification; delivered (and retried with backoff) by the sweeper.
+    """
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    task_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("tasks.id", ondelete="CASCADE")
+    )
+    url: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    state: Mapped[str] = mapped_column(String(16))
+    attempt_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    #: One object per attempt: time, http_status, error, duration_ms.
+    attempts: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default="[]")
+    next_attempt_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+    __table_args__ = (
+        Index("ix_webhook_deliveries_task_id", "task_id"),
+        Index(
+            "ix_webhook_deliveries_due",
+            "next_attempt_time",
+            postgresql_where=text("state = 'PENDING'"),
+        ),
+    )

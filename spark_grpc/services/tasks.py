@@ -119,6 +119,7 @@ def task_to_proto(row: Any) -> task_pb2.Task:
         finish_time=timestamp(row.finish_time),
         update_time=timestamp(row.update_time),
         last_event_sequence=row.last_sequence,
+        webhook_url=row.webhook_url,
     )
     message.timeout.FromMilliseconds(int(row.timeout_s * 1000))
     if row.output is not None:
@@ -210,6 +211,43 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
     ) -> AsyncIterator[task_service_pb2.WatchTasksResponse]:
         async for response in self._streams.watch_tasks(request, context):
             yield response
+
+    async def ListWebhookDeliveries(
+        self,
+        request: task_service_pb2.ListWebhookDeliveriesRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> task_service_pb2.ListWebhookDeliveriesResponse:
+        task_id = self._task_id(request.task_id, "task_id")
+        async with self._deps.db.connection() as conn:
+            await get_task_row(conn, task_id)
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT id, url, state, payload, attempts, next_attempt_time, create_time "
+                        "FROM webhook_deliveries WHERE task_id = :id ORDER BY create_time"
+                    ),
+                    {"id": task_id},
+                )
+            ).all()
+        response = task_service_pb2.ListWebhookDeliveriesResponse()
+        for row in rows:
+            delivery = response.deliveries.add(
+                id=str(row.id),
+                url=row.url,
+                state=task_service_pb2.WebhookDeliveryState.Value(
+                    f"WEBHOOK_DELIVERY_STATE_{row.state}"
+                ),
+                payload=struct(row.payload),
+                next_attempt_time=timestamp(row.next_attempt_time),
+                create_time=timestamp(row.create_time),
+            )
+            for attempt in row.attempts:
+                a = delivery.attempts.add(
+                    http_status=int(attempt.get("http_status", 0)), error=attempt.get("error", "")
+                )
+                a.attempt_time.FromDatetime(datetime.fromisoformat(attempt["time"]))
+                a.duration.FromMilliseconds(int(attempt.get("duration_ms", 0)))
+        return response
 
     def _task_id(self, value: str, field: str = "id") -> uuid.UUID:
         v = Validator()

@@ -51,7 +51,7 @@ from spark_grpc.services.tasks import (
 )
 from spark_grpc.tasks import store
 from spark_grpc.tasks.queue import enqueue_after_commit
-from spark_grpc.validation import Validator
+from spark_grpc.validation import Validator, host_allowed
 
 _UPDATABLE = (
     "display_name",
@@ -63,6 +63,7 @@ _UPDATABLE = (
     "components",
     "retry_policy",
     "timeout",
+    "webhook_url",
 )
 _IMMUTABLE = ("source_id", "remote_flow_id", "id")
 _VIEW = workflow_service_pb2.WorkflowView
@@ -125,6 +126,7 @@ def workflow_to_proto(
         task_count=stats.task_count,
         failed_task_count=stats.failed_task_count,
         retry_policy=policy_to_proto(RetryPolicy().merged(RetryPolicy.from_json(row.retry_policy))),
+        webhook_url=row.webhook_url,
     )
     message.timeout.FromMilliseconds(int(row.timeout_s * 1000))
     if full:
@@ -177,6 +179,13 @@ class WorkflowServicer(workflow_service_pb2_grpc.WorkflowServiceServicer):
     def __init__(self, deps: ServiceDeps, sources: SourceServicer) -> None:
         self._deps = deps
         self._sources = sources
+
+    def _check_webhook(self, v: Validator, field: str, url: str) -> None:
+        """An optional http(s) URL, within the source host allow-list."""
+        if url:
+            v.url(field, url, required=False)
+            if not host_allowed(url, self._deps.settings.source_host_allowlist):
+                v.add(field, "this host is not in SPARK_SOURCE_HOST_ALLOWLIST")
 
     async def ImportWorkflow(
         self, request: workflow_service_pb2.ImportWorkflowRequest, context: grpc.aio.ServicerContext
@@ -305,6 +314,7 @@ class WorkflowServicer(workflow_service_pb2_grpc.WorkflowServiceServicer):
         timeout_s = (
             _timeout(v, wf, "workflow.timeout") if wf.HasField("timeout") else DEFAULT_TIMEOUT_S
         )
+        self._check_webhook(v, "workflow.webhook_url", wf.webhook_url)
         v.raise_if_invalid()
         assert source_id is not None
 
@@ -324,6 +334,7 @@ class WorkflowServicer(workflow_service_pb2_grpc.WorkflowServiceServicer):
                 folder_name=wf.folder_name,
                 flow_version=wf.flow_version,
                 retry_policy=policy.to_json(),
+                webhook_url=wf.webhook_url.rstrip("/") if wf.webhook_url else "",
                 timeout_s=timeout_s,
             )
             session.add(row)
@@ -436,6 +447,8 @@ class WorkflowServicer(workflow_service_pb2_grpc.WorkflowServiceServicer):
                 v.identifier(f"workflow.{field}", getattr(wf, field), required=False)
         policy = policy_from_proto(wf.retry_policy, v, "workflow.retry_policy")
         timeout_s = _timeout(v, wf, "workflow.timeout") if "timeout" in paths else DEFAULT_TIMEOUT_S
+        if "webhook_url" in paths:
+            self._check_webhook(v, "workflow.webhook_url", wf.webhook_url)
         if not paths and not v.violations:
             v.add("update_mask", "names no field to change")
         v.raise_if_invalid()
@@ -471,6 +484,8 @@ class WorkflowServicer(workflow_service_pb2_grpc.WorkflowServiceServicer):
                 row.retry_policy = policy.to_json()
             if "timeout" in paths:
                 row.timeout_s = timeout_s
+            if "webhook_url" in paths:
+                row.webhook_url = wf.webhook_url
             row.update_time = func.clock_timestamp()
             await session.flush()
             await session.refresh(row)
@@ -535,6 +550,7 @@ class WorkflowServicer(workflow_service_pb2_grpc.WorkflowServiceServicer):
             ) <= datetime.now(UTC):
                 v.add(f"{prefix}deadline_time", "must be in the future")
             v.request_id(f"{prefix}request_id", req.request_id)
+            self._check_webhook(v, f"{prefix}webhook_url", req.webhook_url)
             if workflow_id is not None:
                 parsed.append((workflow_id, override, timeout_s))
         v.raise_if_invalid()
@@ -545,7 +561,8 @@ class WorkflowServicer(workflow_service_pb2_grpc.WorkflowServiceServicer):
                 for r in (
                     await session.execute(
                         text(
-                            "SELECT w.id, w.retry_policy, w.timeout_s, s.enabled, s.display_name "
+                            "SELECT w.id, w.retry_policy, w.timeout_s, w.webhook_url, s.enabled, "
+                            "s.display_name "
                             "FROM workflows w JOIN sources s ON s.id = w.source_id "
                             "WHERE w.id = ANY(:ids)"
                         ),
@@ -585,6 +602,7 @@ class WorkflowServicer(workflow_service_pb2_grpc.WorkflowServiceServicer):
                         else None,
                         request_id=req.request_id or None,
                         request_hash=_run_fingerprint(req) if req.request_id else None,
+                        webhook_url=req.webhook_url or workflow.webhook_url,
                     )
                 )
             written = await store.insert_tasks(session, new_tasks)

@@ -29,7 +29,7 @@ TASK_COLUMNS = (
     "id, workflow_id, schedule_id, state, input_value, tweaks, output, output_text, "
     "output_size_bytes, output_truncated, error, attempt, max_attempts, retry_policy, "
     "timeout_s, deadline_time, next_attempt_time, worker_name, create_time, start_time, "
-    "finish_time, update_time, last_sequence, context"
+    "finish_time, update_time, last_sequence, context, webhook_url"
 )
 
 Conn = AsyncSession | AsyncConnection
@@ -49,6 +49,7 @@ class NewTask:
     request_id: str | None = None
     request_hash: bytes | None = None
     context: dict[str, Any] = field(default_factory=dict)
+    webhook_url: str = ""
 
 
 def request_fingerprint(*parts: Any) -> bytes:
@@ -78,6 +79,7 @@ async def insert_tasks(conn: Conn, tasks: Sequence[NewTask]) -> list[tuple[Row[A
             "request_id": t.request_id,
             "request_hash": t.request_hash,
             "context": t.context,
+            "webhook_url": t.webhook_url,
         }
         for t in tasks
     ]
@@ -87,14 +89,16 @@ async def insert_tasks(conn: Conn, tasks: Sequence[NewTask]) -> list[tuple[Row[A
             INSERT INTO tasks (id, workflow_id, schedule_id, state, input_value, tweaks,
                                max_attempts, retry_policy, timeout_s, deadline_time,
                                next_attempt_time, request_id, request_hash, context,
-                               last_sequence)
+                               webhook_url, last_sequence)
             SELECT v.id, v.workflow_id, v.schedule_id, 'PENDING', v.input_value, v.tweaks,
                    v.max_attempts, v.retry_policy, v.timeout_s, v.deadline_time,
-                   clock_timestamp(), v.request_id, decode(v.request_hash, 'hex'), v.context, 1
+                   clock_timestamp(), v.request_id, decode(v.request_hash, 'hex'), v.context,
+                   v.webhook_url, 1
             FROM jsonb_to_recordset(:rows) AS v(
                 id uuid, workflow_id uuid, schedule_id uuid, input_value text, tweaks jsonb,
                 max_attempts int, retry_policy jsonb, timeout_s float8,
-                deadline_time timestamptz, request_id text, request_hash text, context jsonb)
+                deadline_time timestamptz, request_id text, request_hash text, context jsonb,
+                webhook_url text)
             ON CONFLICT (request_id) WHERE request_id IS NOT NULL DO NOTHING
             RETURNING {TASK_COLUMNS}, request_id
         ), ev AS (
@@ -243,6 +247,18 @@ async def transition_many(
                        'from', from_state, 'to', state, 'attempt', attempt,
                        'error', CAST(:error AS jsonb)))
             FROM upd
+        ), wh AS (
+            INSERT INTO webhook_deliveries (id, task_id, url, payload, state, next_attempt_time)
+            SELECT gen_random_uuid(), id, webhook_url,
+                   jsonb_strip_nulls(jsonb_build_object(
+                       'task_id', id, 'workflow_id', workflow_id, 'schedule_id', schedule_id,
+                       'state', state, 'attempt', attempt, 'finish_time', update_time,
+                       'error', error, 'output_text', left(output_text, 4096),
+                       'output_truncated', output_truncated)),
+                   'PENDING', clock_timestamp()
+            FROM upd
+            WHERE webhook_url <> ''
+              AND state IN ('SUCCEEDED', 'FAILED', 'CANCELLED', 'TIMED_OUT')
         )
         SELECT * FROM upd
         """

@@ -18,11 +18,13 @@ import subprocess
 import sys
 import time
 
+import httpx
 from rq import Queue, SimpleWorker, Worker
 
 from spark_grpc.config import Settings
 from spark_grpc.db.session import Database, create_engine
 from spark_grpc.events.publisher import EventPublisher
+from spark_grpc.notifications import deliver_due, webhook_secret
 from spark_grpc.tasks.queue import QUEUE_NAME, TaskQueue, redis_connection
 from spark_grpc.worker import runtime
 from spark_grpc.worker.sweeper import run_sweeper
@@ -81,8 +83,18 @@ def supervise(settings: Settings, concurrency: int, *, fork: bool, sweeper: bool
             create_engine(settings, settings.database_url), EventPublisher(settings.redis_url)
         )
         queue = TaskQueue(settings.redis_url)
+        http = httpx.AsyncClient(follow_redirects=False)
+        secret = webhook_secret(settings.webhook_secret, settings.encryption_keys)
         sweep = (
-            asyncio.create_task(run_sweeper(db, queue, settings.sweep_interval_s, stop))
+            asyncio.create_task(
+                run_sweeper(
+                    db,
+                    queue,
+                    settings.sweep_interval_s,
+                    stop,
+                    webhooks=lambda: deliver_due(db, http, secret),
+                )
+            )
             if sweeper
             else None
         )
@@ -112,6 +124,7 @@ def supervise(settings: Settings, concurrency: int, *, fork: bool, sweeper: bool
             if sweep is not None:
                 await sweep
             queue.close()
+            await http.aclose()
             await db.close()
             logger.info("workers stopped")
 

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -155,12 +156,19 @@ async def _requeue_lost_jobs(db: Database, queue: TaskQueue) -> int:
 
 
 async def run_sweeper(
-    db: Database, queue: TaskQueue, interval_s: float, stop: asyncio.Event
+    db: Database,
+    queue: TaskQueue,
+    interval_s: float,
+    stop: asyncio.Event,
+    webhooks: Callable[[], Awaitable[int]] | None = None,
 ) -> None:
-    """Sweeps every interval until stop is set; outages are logged and retried."""
+    """Sweeps (and delivers due webhooks) every interval until stop is set; outages are
+    logged and retried."""
     rounds = 0
     while not stop.is_set():
         try:
+            if webhooks is not None:
+                await webhooks()
             report = await sweep_once(db, queue, check_queued=rounds % 5 == 0)
             if report.leases_expired or report.pending_queued or report.lost_jobs_requeued:
                 logger.info("sweep: %s", report)

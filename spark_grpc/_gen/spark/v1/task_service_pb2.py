@@ -22,55 +22,67 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from spark_grpc._gen.spark.v1 import task_pb2 as spark_dot_v1_dot_task__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bspark/v1/task_service.proto\x12\x08spark.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13spark/v1/task.proto\" \n\x0eGetTaskRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"5\n\x0fGetTaskResponse\x12\"\n\x04task\x18\x01 \x01(\x0b\x32\x0e.spark.v1.TaskR\x04task\"\xcf\x02\n\x10ListTasksRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12\x1f\n\x0bworkflow_id\x18\x03 \x01(\tR\nworkflowId\x12\x1f\n\x0bschedule_id\x18\x04 \x01(\tR\nscheduleId\x12+\n\x06states\x18\x05 \x03(\x0e\x32\x13.spark.v1.TaskStateR\x06states\x12\x46\n\x11\x63reate_time_after\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0f\x63reateTimeAfter\x12H\n\x12\x63reate_time_before\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x10\x63reateTimeBefore\"a\n\x11ListTasksResponse\x12$\n\x05tasks\x18\x01 \x03(\x0b\x32\x0e.spark.v1.TaskR\x05tasks\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\";\n\x11\x43\x61ncelTaskRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\"8\n\x12\x43\x61ncelTaskResponse\x12\"\n\x04task\x18\x01 \x01(\x0b\x32\x0e.spark.v1.TaskR\x04task\"\"\n\x10RetryTaskRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"7\n\x11RetryTaskResponse\x12\"\n\x04task\x18\x01 \x01(\x0b\x32\x0e.spark.v1.TaskR\x04task\"#\n\x11\x44\x65leteTaskRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"\x14\n\x12\x44\x65leteTaskResponse\"\x93\x01\n\x15ListTaskEventsRequest\x12\x17\n\x07task_id\x18\x01 \x01(\tR\x06taskId\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\x12%\n\x0e\x61\x66ter_sequence\x18\x04 \x01(\x03R\rafterSequence\"m\n\x16ListTaskEventsResponse\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.spark.v1.TaskEventR\x06\x65vents\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"R\n\x10WatchTaskRequest\x12\x17\n\x07task_id\x18\x01 \x01(\tR\x06taskId\x12%\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03R\rafterSequence\"\x83\x01\n\x11WatchTaskResponse\x12+\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.spark.v1.TaskEventH\x00R\x05\x65vent\x12\x39\n\theartbeat\x18\x02 \x01(\x0b\x32\x19.spark.v1.StreamHeartbeatH\x00R\theartbeatB\x06\n\x04kind\"A\n\x0fStreamHeartbeat\x12.\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x04time\"{\n\nTaskFilter\x12\x1f\n\x0bworkflow_id\x18\x01 \x01(\tR\nworkflowId\x12\x1f\n\x0bschedule_id\x18\x02 \x01(\tR\nscheduleId\x12+\n\x06states\x18\x03 \x03(\x0e\x32\x13.spark.v1.TaskStateR\x06states\"Y\n\x11WatchTasksRequest\x12,\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x14.spark.v1.TaskFilterR\x06\x66ilter\x12\x16\n\x06\x63ursor\x18\x02 \x01(\tR\x06\x63ursor\"\x9f\x01\n\x12WatchTasksResponse\x12.\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x14.spark.v1.TaskChangeH\x00R\x06\x63hange\x12\x39\n\theartbeat\x18\x02 \x01(\x0b\x32\x19.spark.v1.StreamHeartbeatH\x00R\theartbeat\x12\x16\n\x06\x63ursor\x18\x03 \x01(\tR\x06\x63ursorB\x06\n\x04kind\"y\n\nTaskChange\x12)\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.spark.v1.TaskEventR\x05\x65vent\x12\x1f\n\x0bworkflow_id\x18\x02 \x01(\tR\nworkflowId\x12\x1f\n\x0bschedule_id\x18\x03 \x01(\tR\nscheduleId2\xd3\x04\n\x0bTaskService\x12>\n\x07GetTask\x12\x18.spark.v1.GetTaskRequest\x1a\x19.spark.v1.GetTaskResponse\x12\x44\n\tListTasks\x12\x1a.spark.v1.ListTasksRequest\x1a\x1b.spark.v1.ListTasksResponse\x12G\n\nCancelTask\x12\x1b.spark.v1.CancelTaskRequest\x1a\x1c.spark.v1.CancelTaskResponse\x12\x44\n\tRetryTask\x12\x1a.spark.v1.RetryTaskRequest\x1a\x1b.spark.v1.RetryTaskResponse\x12G\n\nDeleteTask\x12\x1b.spark.v1.DeleteTaskRequest\x1a\x1c.spark.v1.DeleteTaskResponse\x12S\n\x0eListTaskEvents\x12\x1f.spark.v1.ListTaskEventsRequest\x1a .spark.v1.ListTaskEventsResponse\x12\x46\n\tWatchTask\x12\x1a.spark.v1.WatchTaskRequest\x1a\x1b.spark.v1.WatchTaskResponse0\x01\x12I\n\nWatchTasks\x12\x1b.spark.v1.WatchTasksRequest\x1a\x1c.spark.v1.WatchTasksResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bspark/v1/task_service.proto\x12\x08spark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13spark/v1/task.proto\" \n\x0eGetTaskRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"5\n\x0fGetTaskResponse\x12\"\n\x04task\x18\x01 \x01(\x0b\x32\x0e.spark.v1.TaskR\x04task\"\xcf\x02\n\x10ListTasksRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12\x1f\n\x0bworkflow_id\x18\x03 \x01(\tR\nworkflowId\x12\x1f\n\x0bschedule_id\x18\x04 \x01(\tR\nscheduleId\x12+\n\x06states\x18\x05 \x03(\x0e\x32\x13.spark.v1.TaskStateR\x06states\x12\x46\n\x11\x63reate_time_after\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0f\x63reateTimeAfter\x12H\n\x12\x63reate_time_before\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x10\x63reateTimeBefore\"a\n\x11ListTasksResponse\x12$\n\x05tasks\x18\x01 \x03(\x0b\x32\x0e.spark.v1.TaskR\x05tasks\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\";\n\x11\x43\x61ncelTaskRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\"8\n\x12\x43\x61ncelTaskResponse\x12\"\n\x04task\x18\x01 \x01(\x0b\x32\x0e.spark.v1.TaskR\x04task\"\"\n\x10RetryTaskRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"7\n\x11RetryTaskResponse\x12\"\n\x04task\x18\x01 \x01(\x0b\x32\x0e.spark.v1.TaskR\x04task\"#\n\x11\x44\x65leteTaskRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"\x14\n\x12\x44\x65leteTaskResponse\"\x93\x01\n\x15ListTaskEventsRequest\x12\x17\n\x07task_id\x18\x01 \x01(\tR\x06taskId\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\x12%\n\x0e\x61\x66ter_sequence\x18\x04 \x01(\x03R\rafterSequence\"m\n\x16ListTaskEventsResponse\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.spark.v1.TaskEventR\x06\x65vents\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"R\n\x10WatchTaskRequest\x12\x17\n\x07task_id\x18\x01 \x01(\tR\x06taskId\x12%\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03R\rafterSequence\"\x83\x01\n\x11WatchTaskResponse\x12+\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.spark.v1.TaskEventH\x00R\x05\x65vent\x12\x39\n\theartbeat\x18\x02 \x01(\x0b\x32\x19.spark.v1.StreamHeartbeatH\x00R\theartbeatB\x06\n\x04kind\"A\n\x0fStreamHeartbeat\x12.\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x04time\"{\n\nTaskFilter\x12\x1f\n\x0bworkflow_id\x18\x01 \x01(\tR\nworkflowId\x12\x1f\n\x0bschedule_id\x18\x02 \x01(\tR\nscheduleId\x12+\n\x06states\x18\x03 \x03(\x0e\x32\x13.spark.v1.TaskStateR\x06states\"Y\n\x11WatchTasksRequest\x12,\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x14.spark.v1.TaskFilterR\x06\x66ilter\x12\x16\n\x06\x63ursor\x18\x02 \x01(\tR\x06\x63ursor\"\x9f\x01\n\x12WatchTasksResponse\x12.\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x14.spark.v1.TaskChangeH\x00R\x06\x63hange\x12\x39\n\theartbeat\x18\x02 \x01(\x0b\x32\x19.spark.v1.StreamHeartbeatH\x00R\theartbeat\x12\x16\n\x06\x63ursor\x18\x03 \x01(\tR\x06\x63ursorB\x06\n\x04kind\"y\n\nTaskChange\x12)\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.spark.v1.TaskEventR\x05\x65vent\x12\x1f\n\x0bworkflow_id\x18\x02 \x01(\tR\nworkflowId\x12\x1f\n\x0bschedule_id\x18\x03 \x01(\tR\nscheduleId\"7\n\x1cListWebhookDeliveriesRequest\x12\x17\n\x07task_id\x18\x01 \x01(\tR\x06taskId\"Z\n\x1dListWebhookDeliveriesResponse\x12\x39\n\ndeliveries\x18\x01 \x03(\x0b\x32\x19.spark.v1.WebhookDeliveryR\ndeliveries\"\xd7\x02\n\x0fWebhookDelivery\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n\x03url\x18\x02 \x01(\tR\x03url\x12\x34\n\x05state\x18\x03 \x01(\x0e\x32\x1e.spark.v1.WebhookDeliveryStateR\x05state\x12\x31\n\x07payload\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructR\x07payload\x12\x34\n\x08\x61ttempts\x18\x05 \x03(\x0b\x32\x18.spark.v1.WebhookAttemptR\x08\x61ttempts\x12\x46\n\x11next_attempt_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0fnextAttemptTime\x12;\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\"\xbd\x01\n\x0eWebhookAttempt\x12=\n\x0c\x61ttempt_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0b\x61ttemptTime\x12\x1f\n\x0bhttp_status\x18\x02 \x01(\x05R\nhttpStatus\x12\x14\n\x05\x65rror\x18\x03 \x01(\tR\x05\x65rror\x12\x35\n\x08\x64uration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationR\x08\x64uration*\xab\x01\n\x14WebhookDeliveryState\x12&\n\"WEBHOOK_DELIVERY_STATE_UNSPECIFIED\x10\x00\x12\"\n\x1eWEBHOOK_DELIVERY_STATE_PENDING\x10\x01\x12$\n WEBHOOK_DELIVERY_STATE_DELIVERED\x10\x02\x12!\n\x1dWEBHOOK_DELIVERY_STATE_FAILED\x10\x03\x32\xbd\x05\n\x0bTaskService\x12>\n\x07GetTask\x12\x18.spark.v1.GetTaskRequest\x1a\x19.spark.v1.GetTaskResponse\x12\x44\n\tListTasks\x12\x1a.spark.v1.ListTasksRequest\x1a\x1b.spark.v1.ListTasksResponse\x12G\n\nCancelTask\x12\x1b.spark.v1.CancelTaskRequest\x1a\x1c.spark.v1.CancelTaskResponse\x12\x44\n\tRetryTask\x12\x1a.spark.v1.RetryTaskRequest\x1a\x1b.spark.v1.RetryTaskResponse\x12G\n\nDeleteTask\x12\x1b.spark.v1.DeleteTaskRequest\x1a\x1c.spark.v1.DeleteTaskResponse\x12S\n\x0eListTaskEvents\x12\x1f.spark.v1.ListTaskEventsRequest\x1a .spark.v1.ListTaskEventsResponse\x12\x46\n\tWatchTask\x12\x1a.spark.v1.WatchTaskRequest\x1a\x1b.spark.v1.WatchTaskResponse0\x01\x12I\n\nWatchTasks\x12\x1b.spark.v1.WatchTasksRequest\x1a\x1c.spark.v1.WatchTasksResponse0\x01\x12h\n\x15ListWebhookDeliveries\x12&.spark.v1.ListWebhookDeliveriesRequest\x1a\'.spark.v1.ListWebhookDeliveriesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'spark.v1.task_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETTASKREQUEST']._serialized_start=95
-  _globals['_GETTASKREQUEST']._serialized_end=127
-  _globals['_GETTASKRESPONSE']._serialized_start=129
-  _globals['_GETTASKRESPONSE']._serialized_end=182
-  _globals['_LISTTASKSREQUEST']._serialized_start=185
-  _globals['_LISTTASKSREQUEST']._serialized_end=520
-  _globals['_LISTTASKSRESPONSE']._serialized_start=522
-  _globals['_LISTTASKSRESPONSE']._serialized_end=619
-  _globals['_CANCELTASKREQUEST']._serialized_start=621
-  _globals['_CANCELTASKREQUEST']._serialized_end=680
-  _globals['_CANCELTASKRESPONSE']._serialized_start=682
-  _globals['_CANCELTASKRESPONSE']._serialized_end=738
-  _globals['_RETRYTASKREQUEST']._serialized_start=740
-  _globals['_RETRYTASKREQUEST']._serialized_end=774
-  _globals['_RETRYTASKRESPONSE']._serialized_start=776
-  _globals['_RETRYTASKRESPONSE']._serialized_end=831
-  _globals['_DELETETASKREQUEST']._serialized_start=833
-  _globals['_DELETETASKREQUEST']._serialized_end=868
-  _globals['_DELETETASKRESPONSE']._serialized_start=870
-  _globals['_DELETETASKRESPONSE']._serialized_end=890
-  _globals['_LISTTASKEVENTSREQUEST']._serialized_start=893
-  _globals['_LISTTASKEVENTSREQUEST']._serialized_end=1040
-  _globals['_LISTTASKEVENTSRESPONSE']._serialized_start=1042
-  _globals['_LISTTASKEVENTSRESPONSE']._serialized_end=1151
-  _globals['_WATCHTASKREQUEST']._serialized_start=1153
-  _globals['_WATCHTASKREQUEST']._serialized_end=1235
-  _globals['_WATCHTASKRESPONSE']._serialized_start=1238
-  _globals['_WATCHTASKRESPONSE']._serialized_end=1369
-  _globals['_STREAMHEARTBEAT']._serialized_start=1371
-  _globals['_STREAMHEARTBEAT']._serialized_end=1436
-  _globals['_TASKFILTER']._serialized_start=1438
-  _globals['_TASKFILTER']._serialized_end=1561
-  _globals['_WATCHTASKSREQUEST']._serialized_start=1563
-  _globals['_WATCHTASKSREQUEST']._serialized_end=1652
-  _globals['_WATCHTASKSRESPONSE']._serialized_start=1655
-  _globals['_WATCHTASKSRESPONSE']._serialized_end=1814
-  _globals['_TASKCHANGE']._serialized_start=1816
-  _globals['_TASKCHANGE']._serialized_end=1937
-  _globals['_TASKSERVICE']._serialized_start=1940
-  _globals['_TASKSERVICE']._serialized_end=2535
+  _globals['_WEBHOOKDELIVERYSTATE']._serialized_start=2689
+  _globals['_WEBHOOKDELIVERYSTATE']._serialized_end=2860
+  _globals['_GETTASKREQUEST']._serialized_start=157
+  _globals['_GETTASKREQUEST']._serialized_end=189
+  _globals['_GETTASKRESPONSE']._serialized_start=191
+  _globals['_GETTASKRESPONSE']._serialized_end=244
+  _globals['_LISTTASKSREQUEST']._serialized_start=247
+  _globals['_LISTTASKSREQUEST']._serialized_end=582
+  _globals['_LISTTASKSRESPONSE']._serialized_start=584
+  _globals['_LISTTASKSRESPONSE']._serialized_end=681
+  _globals['_CANCELTASKREQUEST']._serialized_start=683
+  _globals['_CANCELTASKREQUEST']._serialized_end=742
+  _globals['_CANCELTASKRESPONSE']._serialized_start=744
+  _globals['_CANCELTASKRESPONSE']._serialized_end=800
+  _globals['_RETRYTASKREQUEST']._serialized_start=802
+  _globals['_RETRYTASKREQUEST']._serialized_end=836
+  _globals['_RETRYTASKRESPONSE']._serialized_start=838
+  _globals['_RETRYTASKRESPONSE']._serialized_end=893
+  _globals['_DELETETASKREQUEST']._serialized_start=895
+  _globals['_DELETETASKREQUEST']._serialized_end=930
+  _globals['_DELETETASKRESPONSE']._serialized_start=932
+  _globals['_DELETETASKRESPONSE']._serialized_end=952
+  _globals['_LISTTASKEVENTSREQUEST']._serialized_start=955
+  _globals['_LISTTASKEVENTSREQUEST']._serialized_end=1102
+  _globals['_LISTTASKEVENTSRESPONSE']._serialized_start=1104
+  _globals['_LISTTASKEVENTSRESPONSE']._serialized_end=1213
+  _globals['_WATCHTASKREQUEST']._serialized_start=1215
+  _globals['_WATCHTASKREQUEST']._serialized_end=1297
+  _globals['_WATCHTASKRESPONSE']._serialized_start=1300
+  _globals['_WATCHTASKRESPONSE']._serialized_end=1431
+  _globals['_STREAMHEARTBEAT']._serialized_start=1433
+  _globals['_STREAMHEARTBEAT']._serialized_end=1498
+  _globals['_TASKFILTER']._serialized_start=1500
+  _globals['_TASKFILTER']._serialized_end=1623
+  _globals['_WATCHTASKSREQUEST']._serialized_start=1625
+  _globals['_WATCHTASKSREQUEST']._serialized_end=1714
+  _globals['_WATCHTASKSRESPONSE']._serialized_start=1717
+  _globals['_WATCHTASKSRESPONSE']._serialized_end=1876
+  _globals['_TASKCHANGE']._serialized_start=1878
+  _globals['_TASKCHANGE']._serialized_end=1999
+  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_start=2001
+  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_end=2056
+  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_start=2058
+  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_end=2148
+  _globals['_WEBHOOKDELIVERY']._serialized_start=2151
+  _globals['_WEBHOOKDELIVERY']._serialized_end=2494
+  _globals['_WEBHOOKATTEMPT']._serialized_start=2497
+  _globals['_WEBHOOKATTEMPT']._serialized_end=2686
+  _globals['_TASKSERVICE']._serialized_start=2863
+  _globals['_TASKSERVICE']._serialized_end=3564
 # @@protoc_insertion_point(module_scope)

@@ -76,6 +76,11 @@ class TaskServiceStub:
                 request_serializer=spark_dot_v1_dot_task__service__pb2.WatchTasksRequest.SerializeToString,
                 response_deserializer=spark_dot_v1_dot_task__service__pb2.WatchTasksResponse.FromString,
                 _registered_method=True)
+        self.ListWebhookDeliveries = channel.unary_unary(
+                '/spark.v1.TaskService/ListWebhookDeliveries',
+                request_serializer=spark_dot_v1_dot_task__service__pb2.ListWebhookDeliveriesRequest.SerializeToString,
+                response_deserializer=spark_dot_v1_dot_task__service__pb2.ListWebhookDeliveriesResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -155,6 +160,16 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListWebhookDeliveries(self, request, context):
+        """Lists the webhook deliveries of a task (one per terminal state it reached) with every
+        attempt. A delivery is a POST of JSON signed with HMAC-SHA256: header
+        `X-Spark-Signature: t=<unix seconds>,v1=<hex of HMAC(secret, "<t>." + body)>`. Failed
+        deliveries are retried with backoff (1 s doubling to 5 min) up to 10 attempts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -197,6 +212,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.WatchTasks,
                     request_deserializer=spark_dot_v1_dot_task__service__pb2.WatchTasksRequest.FromString,
                     response_serializer=spark_dot_v1_dot_task__service__pb2.WatchTasksResponse.SerializeToString,
+            ),
+            'ListWebhookDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhookDeliveries,
+                    request_deserializer=spark_dot_v1_dot_task__service__pb2.ListWebhookDeliveriesRequest.FromString,
+                    response_serializer=spark_dot_v1_dot_task__service__pb2.ListWebhookDeliveriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -417,6 +437,33 @@ class TaskService:
             '/spark.v1.TaskService/WatchTasks',
             spark_dot_v1_dot_task__service__pb2.WatchTasksRequest.SerializeToString,
             spark_dot_v1_dot_task__service__pb2.WatchTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhookDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spark.v1.TaskService/ListWebhookDeliveries',
+            spark_dot_v1_dot_task__service__pb2.ListWebhookDeliveriesRequest.SerializeToString,
+            spark_dot_v1_dot_task__service__pb2.ListWebhookDeliveriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

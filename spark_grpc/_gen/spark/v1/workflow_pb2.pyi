@@ -14,7 +14,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Workflow(_message.Message):
-    __slots__ = ("id", "display_name", "description", "source_id", "remote_flow_id", "graph", "components", "input_component_id", "output_component_id", "tags", "folder_name", "flow_version", "import_time", "create_time", "update_time", "latest_run_state", "task_count", "failed_task_count", "retry_policy", "timeout")
+    __slots__ = ("id", "display_name", "description", "source_id", "remote_flow_id", "graph", "components", "input_component_id", "output_component_id", "tags", "folder_name", "flow_version", "import_time", "create_time", "update_time", "latest_run_state", "task_count", "failed_task_count", "retry_policy", "timeout", "webhook_url")
     ID_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,7 @@ class Workflow(_message.Message):
     FAILED_TASK_COUNT_FIELD_NUMBER: _ClassVar[int]
     RETRY_POLICY_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_URL_FIELD_NUMBER: _ClassVar[int]
     id: str
     display_name: str
     description: str
@@ -55,4 +56,5 @@ class Workflow(_message.Message):
     failed_task_count: int
     retry_policy: _task_pb2.RetryPolicy
     timeout: _duration_pb2.Duration
-    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., source_id: _Optional[str] = ..., remote_flow_id: _Optional[str] = ..., graph: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., components: _Optional[_Iterable[_Union[_component_pb2.Component, _Mapping]]] = ..., input_component_id: _Optional[str] = ..., output_component_id: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., folder_name: _Optional[str] = ..., flow_version: _Optional[str] = ..., import_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest_run_state: _Optional[_Union[_task_pb2.TaskState, str]] = ..., task_count: _Optional[int] = ..., failed_task_count: _Optional[int] = ..., retry_policy: _Optional[_Union[_task_pb2.RetryPolicy, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    webhook_url: str
+    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., source_id: _Optional[str] = ..., remote_flow_id: _Optional[str] = ..., graph: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., components: _Optional[_Iterable[_Union[_component_pb2.Component, _Mapping]]] = ..., input_component_id: _Optional[str] = ..., output_component_id: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., folder_name: _Optional[str] = ..., flow_version: _Optional[str] = ..., import_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest_run_state: _Optional[_Union[_task_pb2.TaskState, str]] = ..., task_count: _Optional[int] = ..., failed_task_count: _Optional[int] = ..., retry_policy: _Optional[_Union[_task_pb2.RetryPolicy, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., webhook_url: _Optional[str] = ...) -> None: ...

@@ -131,7 +131,7 @@ class DeleteWorkflowResponse(_message.Message):
     def __init__(self, deleted_task_count: _Optional[int] = ...) -> None: ...
 
 class RunWorkflowRequest(_message.Message):
-    __slots__ = ("workflow_id", "input_value", "tweaks", "timeout", "retry_policy", "deadline_time", "request_id")
+    __slots__ = ("workflow_id", "input_value", "tweaks", "timeout", "retry_policy", "deadline_time", "request_id", "webhook_url")
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_VALUE_FIELD_NUMBER: _ClassVar[int]
     TWEAKS_FIELD_NUMBER: _ClassVar[int]
@@ -139,6 +139,7 @@ class RunWorkflowRequest(_message.Message):
     RETRY_POLICY_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_TIME_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_URL_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     input_value: str
     tweaks: _struct_pb2.Struct
@@ -146,7 +147,8 @@ class RunWorkflowRequest(_message.Message):
     retry_policy: _task_pb2.RetryPolicy
     deadline_time: _timestamp_pb2.Timestamp
     request_id: str
-    def __init__(self, workflow_id: _Optional[str] = ..., input_value: _Optional[str] = ..., tweaks: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_policy: _Optional[_Union[_task_pb2.RetryPolicy, _Mapping]] = ..., deadline_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    webhook_url: str
+    def __init__(self, workflow_id: _Optional[str] = ..., input_value: _Optional[str] = ..., tweaks: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_policy: _Optional[_Union[_task_pb2.RetryPolicy, _Mapping]] = ..., deadline_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ..., webhook_url: _Optional[str] = ...) -> None: ...
 
 class RunWorkflowResponse(_message.Message):
     __slots__ = ("task",)

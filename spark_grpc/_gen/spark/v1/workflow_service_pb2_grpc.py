@@ -116,7 +116,8 @@ class WorkflowServiceServicer:
 
     def UpdateWorkflow(self, request, context):
         """Changes the fields named in `update_mask`: display_name, description, tags,
-        input_component_id, output_component_id, graph, components, retry_policy, timeout.
+        input_component_id, output_component_id, graph, components, retry_policy, timeout,
+        webhook_url.
         `source_id` and `remote_flow_id` cannot change (INVALID_ARGUMENT).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

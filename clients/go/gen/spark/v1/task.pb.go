@@ -373,8 +373,10 @@ type Task struct {
 	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,22,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	// Output only. The sequence of the task's newest event (see TaskEvent.sequence).
 	LastEventSequence int64 `protobuf:"varint,23,opt,name=last_event_sequence,json=lastEventSequence,proto3" json:"last_event_sequence,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The URL that receives a signed POST when the task reaches a terminal state.
+	WebhookUrl    string `protobuf:"bytes,24,opt,name=webhook_url,json=webhookUrl,proto3" json:"webhook_url,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Task) Reset() {
@@ -566,6 +568,13 @@ func (x *Task) GetLastEventSequence() int64 {
 		return x.LastEventSequence
 	}
 	return 0
+}
+
+func (x *Task) GetWebhookUrl() string {
+	if x != nil {
+		return x.WebhookUrl
+	}
+	return ""
 }
 
 // One entry of a task's ordered, persisted history.
@@ -990,7 +999,7 @@ const file_spark_v1_task_proto_rawDesc = "" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1c\n" +
 	"\tretryable\x18\x03 \x01(\bR\tretryable\x12\x1f\n" +
 	"\vhttp_status\x18\x04 \x01(\x05R\n" +
-	"httpStatus\"\xa0\b\n" +
+	"httpStatus\"\xc1\b\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vworkflow_id\x18\x02 \x01(\tR\n" +
@@ -1024,7 +1033,9 @@ const file_spark_v1_task_proto_rawDesc = "" +
 	"finishTime\x12;\n" +
 	"\vupdate_time\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12.\n" +
-	"\x13last_event_sequence\x18\x17 \x01(\x03R\x11lastEventSequence\"\xe4\x02\n" +
+	"\x13last_event_sequence\x18\x17 \x01(\x03R\x11lastEventSequence\x12\x1f\n" +
+	"\vwebhook_url\x18\x18 \x01(\tR\n" +
+	"webhookUrl\"\xe4\x02\n" +
 	"\tTaskEvent\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1a\n" +
 	"\bsequence\x18\x02 \x01(\x03R\bsequence\x129\n" +

@@ -9,6 +9,8 @@ package sparkv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	structpb "google.golang.org/protobuf/types/known/structpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -21,6 +23,63 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// Where a webhook delivery is.
+type WebhookDeliveryState int32
+
+const (
+	// Not set.
+	WebhookDeliveryState_WEBHOOK_DELIVERY_STATE_UNSPECIFIED WebhookDeliveryState = 0
+	// Not delivered yet; the next attempt is at `next_attempt_time`.
+	WebhookDeliveryState_WEBHOOK_DELIVERY_STATE_PENDING WebhookDeliveryState = 1
+	// The receiver answered 2xx.
+	WebhookDeliveryState_WEBHOOK_DELIVERY_STATE_DELIVERED WebhookDeliveryState = 2
+	// Every attempt failed; no more attempts.
+	WebhookDeliveryState_WEBHOOK_DELIVERY_STATE_FAILED WebhookDeliveryState = 3
+)
+
+// Enum value maps for WebhookDeliveryState.
+var (
+	WebhookDeliveryState_name = map[int32]string{
+		0: "WEBHOOK_DELIVERY_STATE_UNSPECIFIED",
+		1: "WEBHOOK_DELIVERY_STATE_PENDING",
+		2: "WEBHOOK_DELIVERY_STATE_DELIVERED",
+		3: "WEBHOOK_DELIVERY_STATE_FAILED",
+	}
+	WebhookDeliveryState_value = map[string]int32{
+		"WEBHOOK_DELIVERY_STATE_UNSPECIFIED": 0,
+		"WEBHOOK_DELIVERY_STATE_PENDING":     1,
+		"WEBHOOK_DELIVERY_STATE_DELIVERED":   2,
+		"WEBHOOK_DELIVERY_STATE_FAILED":      3,
+	}
+)
+
+func (x WebhookDeliveryState) Enum() *WebhookDeliveryState {
+	p := new(WebhookDeliveryState)
+	*p = x
+	return p
+}
+
+func (x WebhookDeliveryState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (WebhookDeliveryState) Descriptor() protoreflect.EnumDescriptor {
+	return file_spark_v1_task_service_proto_enumTypes[0].Descriptor()
+}
+
+func (WebhookDeliveryState) Type() protoreflect.EnumType {
+	return &file_spark_v1_task_service_proto_enumTypes[0]
+}
+
+func (x WebhookDeliveryState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use WebhookDeliveryState.Descriptor instead.
+func (WebhookDeliveryState) EnumDescriptor() ([]byte, []int) {
+	return file_spark_v1_task_service_proto_rawDescGZIP(), []int{0}
+}
 
 // Request for GetTask.
 type GetTaskRequest struct {
@@ -1144,11 +1203,276 @@ func (x *TaskChange) GetScheduleId() string {
 	return ""
 }
 
+// Request for ListWebhookDeliveries.
+type ListWebhookDeliveriesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The task's id.
+	TaskId        string `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWebhookDeliveriesRequest) Reset() {
+	*x = ListWebhookDeliveriesRequest{}
+	mi := &file_spark_v1_task_service_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWebhookDeliveriesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWebhookDeliveriesRequest) ProtoMessage() {}
+
+func (x *ListWebhookDeliveriesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spark_v1_task_service_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWebhookDeliveriesRequest.ProtoReflect.Descriptor instead.
+func (*ListWebhookDeliveriesRequest) Descriptor() ([]byte, []int) {
+	return file_spark_v1_task_service_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ListWebhookDeliveriesRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+// Response for ListWebhookDeliveries.
+type ListWebhookDeliveriesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The task's deliveries, oldest first.
+	Deliveries    []*WebhookDelivery `protobuf:"bytes,1,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWebhookDeliveriesResponse) Reset() {
+	*x = ListWebhookDeliveriesResponse{}
+	mi := &file_spark_v1_task_service_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWebhookDeliveriesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWebhookDeliveriesResponse) ProtoMessage() {}
+
+func (x *ListWebhookDeliveriesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_spark_v1_task_service_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWebhookDeliveriesResponse.ProtoReflect.Descriptor instead.
+func (*ListWebhookDeliveriesResponse) Descriptor() ([]byte, []int) {
+	return file_spark_v1_task_service_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListWebhookDeliveriesResponse) GetDeliveries() []*WebhookDelivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
+// One notification owed to a webhook.
+type WebhookDelivery struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The delivery's id (also sent as the `X-Spark-Delivery` header).
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Where it is sent.
+	Url string `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
+	// Where it is.
+	State WebhookDeliveryState `protobuf:"varint,3,opt,name=state,proto3,enum=spark.v1.WebhookDeliveryState" json:"state,omitempty"`
+	// The JSON body sent.
+	Payload *structpb.Struct `protobuf:"bytes,4,opt,name=payload,proto3" json:"payload,omitempty"`
+	// Every attempt, oldest first.
+	Attempts []*WebhookAttempt `protobuf:"bytes,5,rep,name=attempts,proto3" json:"attempts,omitempty"`
+	// When the next attempt happens, while PENDING.
+	NextAttemptTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=next_attempt_time,json=nextAttemptTime,proto3" json:"next_attempt_time,omitempty"`
+	// When the delivery was created (when the task reached the state).
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WebhookDelivery) Reset() {
+	*x = WebhookDelivery{}
+	mi := &file_spark_v1_task_service_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WebhookDelivery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WebhookDelivery) ProtoMessage() {}
+
+func (x *WebhookDelivery) ProtoReflect() protoreflect.Message {
+	mi := &file_spark_v1_task_service_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WebhookDelivery.ProtoReflect.Descriptor instead.
+func (*WebhookDelivery) Descriptor() ([]byte, []int) {
+	return file_spark_v1_task_service_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *WebhookDelivery) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *WebhookDelivery) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *WebhookDelivery) GetState() WebhookDeliveryState {
+	if x != nil {
+		return x.State
+	}
+	return WebhookDeliveryState_WEBHOOK_DELIVERY_STATE_UNSPECIFIED
+}
+
+func (x *WebhookDelivery) GetPayload() *structpb.Struct {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *WebhookDelivery) GetAttempts() []*WebhookAttempt {
+	if x != nil {
+		return x.Attempts
+	}
+	return nil
+}
+
+func (x *WebhookDelivery) GetNextAttemptTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextAttemptTime
+	}
+	return nil
+}
+
+func (x *WebhookDelivery) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+// One try at delivering a webhook.
+type WebhookAttempt struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When it was made.
+	AttemptTime *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=attempt_time,json=attemptTime,proto3" json:"attempt_time,omitempty"`
+	// The receiver's HTTP status; 0 when it did not answer.
+	HttpStatus int32 `protobuf:"varint,2,opt,name=http_status,json=httpStatus,proto3" json:"http_status,omitempty"`
+	// What went wrong; empty on success.
+	Error string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// How long the POST took.
+	Duration      *durationpb.Duration `protobuf:"bytes,4,opt,name=duration,proto3" json:"duration,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WebhookAttempt) Reset() {
+	*x = WebhookAttempt{}
+	mi := &file_spark_v1_task_service_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WebhookAttempt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WebhookAttempt) ProtoMessage() {}
+
+func (x *WebhookAttempt) ProtoReflect() protoreflect.Message {
+	mi := &file_spark_v1_task_service_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WebhookAttempt.ProtoReflect.Descriptor instead.
+func (*WebhookAttempt) Descriptor() ([]byte, []int) {
+	return file_spark_v1_task_service_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *WebhookAttempt) GetAttemptTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AttemptTime
+	}
+	return nil
+}
+
+func (x *WebhookAttempt) GetHttpStatus() int32 {
+	if x != nil {
+		return x.HttpStatus
+	}
+	return 0
+}
+
+func (x *WebhookAttempt) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *WebhookAttempt) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
 var File_spark_v1_task_service_proto protoreflect.FileDescriptor
 
 const file_spark_v1_task_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1bspark/v1/task_service.proto\x12\bspark.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13spark/v1/task.proto\" \n" +
+	"\x1bspark/v1/task_service.proto\x12\bspark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13spark/v1/task.proto\" \n" +
 	"\x0eGetTaskRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"5\n" +
 	"\x0fGetTaskResponse\x12\"\n" +
@@ -1218,7 +1542,33 @@ const file_spark_v1_task_service_proto_rawDesc = "" +
 	"\vworkflow_id\x18\x02 \x01(\tR\n" +
 	"workflowId\x12\x1f\n" +
 	"\vschedule_id\x18\x03 \x01(\tR\n" +
-	"scheduleId2\xd3\x04\n" +
+	"scheduleId\"7\n" +
+	"\x1cListWebhookDeliveriesRequest\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\"Z\n" +
+	"\x1dListWebhookDeliveriesResponse\x129\n" +
+	"\n" +
+	"deliveries\x18\x01 \x03(\v2\x19.spark.v1.WebhookDeliveryR\n" +
+	"deliveries\"\xd7\x02\n" +
+	"\x0fWebhookDelivery\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
+	"\x03url\x18\x02 \x01(\tR\x03url\x124\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x1e.spark.v1.WebhookDeliveryStateR\x05state\x121\n" +
+	"\apayload\x18\x04 \x01(\v2\x17.google.protobuf.StructR\apayload\x124\n" +
+	"\battempts\x18\x05 \x03(\v2\x18.spark.v1.WebhookAttemptR\battempts\x12F\n" +
+	"\x11next_attempt_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextAttemptTime\x12;\n" +
+	"\vcreate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\"\xbd\x01\n" +
+	"\x0eWebhookAttempt\x12=\n" +
+	"\fattempt_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\vattemptTime\x12\x1f\n" +
+	"\vhttp_status\x18\x02 \x01(\x05R\n" +
+	"httpStatus\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x125\n" +
+	"\bduration\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\bduration*\xab\x01\n" +
+	"\x14WebhookDeliveryState\x12&\n" +
+	"\"WEBHOOK_DELIVERY_STATE_UNSPECIFIED\x10\x00\x12\"\n" +
+	"\x1eWEBHOOK_DELIVERY_STATE_PENDING\x10\x01\x12$\n" +
+	" WEBHOOK_DELIVERY_STATE_DELIVERED\x10\x02\x12!\n" +
+	"\x1dWEBHOOK_DELIVERY_STATE_FAILED\x10\x032\xbd\x05\n" +
 	"\vTaskService\x12>\n" +
 	"\aGetTask\x12\x18.spark.v1.GetTaskRequest\x1a\x19.spark.v1.GetTaskResponse\x12D\n" +
 	"\tListTasks\x12\x1a.spark.v1.ListTasksRequest\x1a\x1b.spark.v1.ListTasksResponse\x12G\n" +
@@ -1230,7 +1580,8 @@ const file_spark_v1_task_service_proto_rawDesc = "" +
 	"\x0eListTaskEvents\x12\x1f.spark.v1.ListTaskEventsRequest\x1a .spark.v1.ListTaskEventsResponse\x12F\n" +
 	"\tWatchTask\x12\x1a.spark.v1.WatchTaskRequest\x1a\x1b.spark.v1.WatchTaskResponse0\x01\x12I\n" +
 	"\n" +
-	"WatchTasks\x12\x1b.spark.v1.WatchTasksRequest\x1a\x1c.spark.v1.WatchTasksResponse0\x01B\xa5\x01\n" +
+	"WatchTasks\x12\x1b.spark.v1.WatchTasksRequest\x1a\x1c.spark.v1.WatchTasksResponse0\x01\x12h\n" +
+	"\x15ListWebhookDeliveries\x12&.spark.v1.ListWebhookDeliveriesRequest\x1a'.spark.v1.ListWebhookDeliveriesResponseB\xa5\x01\n" +
 	"\fcom.spark.v1B\x10TaskServiceProtoP\x01ZBgithub.com/namastexlabs/spark-grpc/clients/go/gen/spark/v1;sparkv1\xa2\x02\x03SXX\xaa\x02\bSpark.V1\xca\x02\bSpark\\V1\xe2\x02\x14Spark\\V1\\GPBMetadata\xea\x02\tSpark::V1b\x06proto3"
 
 var (
@@ -1245,70 +1596,88 @@ func file_spark_v1_task_service_proto_rawDescGZIP() []byte {
 	return file_spark_v1_task_service_proto_rawDescData
 }
 
-var file_spark_v1_task_service_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_spark_v1_task_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_spark_v1_task_service_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_spark_v1_task_service_proto_goTypes = []any{
-	(*GetTaskRequest)(nil),         // 0: spark.v1.GetTaskRequest
-	(*GetTaskResponse)(nil),        // 1: spark.v1.GetTaskResponse
-	(*ListTasksRequest)(nil),       // 2: spark.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),      // 3: spark.v1.ListTasksResponse
-	(*CancelTaskRequest)(nil),      // 4: spark.v1.CancelTaskRequest
-	(*CancelTaskResponse)(nil),     // 5: spark.v1.CancelTaskResponse
-	(*RetryTaskRequest)(nil),       // 6: spark.v1.RetryTaskRequest
-	(*RetryTaskResponse)(nil),      // 7: spark.v1.RetryTaskResponse
-	(*DeleteTaskRequest)(nil),      // 8: spark.v1.DeleteTaskRequest
-	(*DeleteTaskResponse)(nil),     // 9: spark.v1.DeleteTaskResponse
-	(*ListTaskEventsRequest)(nil),  // 10: spark.v1.ListTaskEventsRequest
-	(*ListTaskEventsResponse)(nil), // 11: spark.v1.ListTaskEventsResponse
-	(*WatchTaskRequest)(nil),       // 12: spark.v1.WatchTaskRequest
-	(*WatchTaskResponse)(nil),      // 13: spark.v1.WatchTaskResponse
-	(*StreamHeartbeat)(nil),        // 14: spark.v1.StreamHeartbeat
-	(*TaskFilter)(nil),             // 15: spark.v1.TaskFilter
-	(*WatchTasksRequest)(nil),      // 16: spark.v1.WatchTasksRequest
-	(*WatchTasksResponse)(nil),     // 17: spark.v1.WatchTasksResponse
-	(*TaskChange)(nil),             // 18: spark.v1.TaskChange
-	(*Task)(nil),                   // 19: spark.v1.Task
-	(TaskState)(0),                 // 20: spark.v1.TaskState
-	(*timestamppb.Timestamp)(nil),  // 21: google.protobuf.Timestamp
-	(*TaskEvent)(nil),              // 22: spark.v1.TaskEvent
+	(WebhookDeliveryState)(0),             // 0: spark.v1.WebhookDeliveryState
+	(*GetTaskRequest)(nil),                // 1: spark.v1.GetTaskRequest
+	(*GetTaskResponse)(nil),               // 2: spark.v1.GetTaskResponse
+	(*ListTasksRequest)(nil),              // 3: spark.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),             // 4: spark.v1.ListTasksResponse
+	(*CancelTaskRequest)(nil),             // 5: spark.v1.CancelTaskRequest
+	(*CancelTaskResponse)(nil),            // 6: spark.v1.CancelTaskResponse
+	(*RetryTaskRequest)(nil),              // 7: spark.v1.RetryTaskRequest
+	(*RetryTaskResponse)(nil),             // 8: spark.v1.RetryTaskResponse
+	(*DeleteTaskRequest)(nil),             // 9: spark.v1.DeleteTaskRequest
+	(*DeleteTaskResponse)(nil),            // 10: spark.v1.DeleteTaskResponse
+	(*ListTaskEventsRequest)(nil),         // 11: spark.v1.ListTaskEventsRequest
+	(*ListTaskEventsResponse)(nil),        // 12: spark.v1.ListTaskEventsResponse
+	(*WatchTaskRequest)(nil),              // 13: spark.v1.WatchTaskRequest
+	(*WatchTaskResponse)(nil),             // 14: spark.v1.WatchTaskResponse
+	(*StreamHeartbeat)(nil),               // 15: spark.v1.StreamHeartbeat
+	(*TaskFilter)(nil),                    // 16: spark.v1.TaskFilter
+	(*WatchTasksRequest)(nil),             // 17: spark.v1.WatchTasksRequest
+	(*WatchTasksResponse)(nil),            // 18: spark.v1.WatchTasksResponse
+	(*TaskChange)(nil),                    // 19: spark.v1.TaskChange
+	(*ListWebhookDeliveriesRequest)(nil),  // 20: spark.v1.ListWebhookDeliveriesRequest
+	(*ListWebhookDeliveriesResponse)(nil), // 21: spark.v1.ListWebhookDeliveriesResponse
+	(*WebhookDelivery)(nil),               // 22: spark.v1.WebhookDelivery
+	(*WebhookAttempt)(nil),                // 23: spark.v1.WebhookAttempt
+	(*Task)(nil),                          // 24: spark.v1.Task
+	(TaskState)(0),                        // 25: spark.v1.TaskState
+	(*timestamppb.Timestamp)(nil),         // 26: google.protobuf.Timestamp
+	(*TaskEvent)(nil),                     // 27: spark.v1.TaskEvent
+	(*structpb.Struct)(nil),               // 28: google.protobuf.Struct
+	(*durationpb.Duration)(nil),           // 29: google.protobuf.Duration
 }
 var file_spark_v1_task_service_proto_depIdxs = []int32{
-	19, // 0: spark.v1.GetTaskResponse.task:type_name -> spark.v1.Task
-	20, // 1: spark.v1.ListTasksRequest.states:type_name -> spark.v1.TaskState
-	21, // 2: spark.v1.ListTasksRequest.create_time_after:type_name -> google.protobuf.Timestamp
-	21, // 3: spark.v1.ListTasksRequest.create_time_before:type_name -> google.protobuf.Timestamp
-	19, // 4: spark.v1.ListTasksResponse.tasks:type_name -> spark.v1.Task
-	19, // 5: spark.v1.CancelTaskResponse.task:type_name -> spark.v1.Task
-	19, // 6: spark.v1.RetryTaskResponse.task:type_name -> spark.v1.Task
-	22, // 7: spark.v1.ListTaskEventsResponse.events:type_name -> spark.v1.TaskEvent
-	22, // 8: spark.v1.WatchTaskResponse.event:type_name -> spark.v1.TaskEvent
-	14, // 9: spark.v1.WatchTaskResponse.heartbeat:type_name -> spark.v1.StreamHeartbeat
-	21, // 10: spark.v1.StreamHeartbeat.time:type_name -> google.protobuf.Timestamp
-	20, // 11: spark.v1.TaskFilter.states:type_name -> spark.v1.TaskState
-	15, // 12: spark.v1.WatchTasksRequest.filter:type_name -> spark.v1.TaskFilter
-	18, // 13: spark.v1.WatchTasksResponse.change:type_name -> spark.v1.TaskChange
-	14, // 14: spark.v1.WatchTasksResponse.heartbeat:type_name -> spark.v1.StreamHeartbeat
-	22, // 15: spark.v1.TaskChange.event:type_name -> spark.v1.TaskEvent
-	0,  // 16: spark.v1.TaskService.GetTask:input_type -> spark.v1.GetTaskRequest
-	2,  // 17: spark.v1.TaskService.ListTasks:input_type -> spark.v1.ListTasksRequest
-	4,  // 18: spark.v1.TaskService.CancelTask:input_type -> spark.v1.CancelTaskRequest
-	6,  // 19: spark.v1.TaskService.RetryTask:input_type -> spark.v1.RetryTaskRequest
-	8,  // 20: spark.v1.TaskService.DeleteTask:input_type -> spark.v1.DeleteTaskRequest
-	10, // 21: spark.v1.TaskService.ListTaskEvents:input_type -> spark.v1.ListTaskEventsRequest
-	12, // 22: spark.v1.TaskService.WatchTask:input_type -> spark.v1.WatchTaskRequest
-	16, // 23: spark.v1.TaskService.WatchTasks:input_type -> spark.v1.WatchTasksRequest
-	1,  // 24: spark.v1.TaskService.GetTask:output_type -> spark.v1.GetTaskResponse
-	3,  // 25: spark.v1.TaskService.ListTasks:output_type -> spark.v1.ListTasksResponse
-	5,  // 26: spark.v1.TaskService.CancelTask:output_type -> spark.v1.CancelTaskResponse
-	7,  // 27: spark.v1.TaskService.RetryTask:output_type -> spark.v1.RetryTaskResponse
-	9,  // 28: spark.v1.TaskService.DeleteTask:output_type -> spark.v1.DeleteTaskResponse
-	11, // 29: spark.v1.TaskService.ListTaskEvents:output_type -> spark.v1.ListTaskEventsResponse
-	13, // 30: spark.v1.TaskService.WatchTask:output_type -> spark.v1.WatchTaskResponse
-	17, // 31: spark.v1.TaskService.WatchTasks:output_type -> spark.v1.WatchTasksResponse
-	24, // [24:32] is the sub-list for method output_type
-	16, // [16:24] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	24, // 0: spark.v1.GetTaskResponse.task:type_name -> spark.v1.Task
+	25, // 1: spark.v1.ListTasksRequest.states:type_name -> spark.v1.TaskState
+	26, // 2: spark.v1.ListTasksRequest.create_time_after:type_name -> google.protobuf.Timestamp
+	26, // 3: spark.v1.ListTasksRequest.create_time_before:type_name -> google.protobuf.Timestamp
+	24, // 4: spark.v1.ListTasksResponse.tasks:type_name -> spark.v1.Task
+	24, // 5: spark.v1.CancelTaskResponse.task:type_name -> spark.v1.Task
+	24, // 6: spark.v1.RetryTaskResponse.task:type_name -> spark.v1.Task
+	27, // 7: spark.v1.ListTaskEventsResponse.events:type_name -> spark.v1.TaskEvent
+	27, // 8: spark.v1.WatchTaskResponse.event:type_name -> spark.v1.TaskEvent
+	15, // 9: spark.v1.WatchTaskResponse.heartbeat:type_name -> spark.v1.StreamHeartbeat
+	26, // 10: spark.v1.StreamHeartbeat.time:type_name -> google.protobuf.Timestamp
+	25, // 11: spark.v1.TaskFilter.states:type_name -> spark.v1.TaskState
+	16, // 12: spark.v1.WatchTasksRequest.filter:type_name -> spark.v1.TaskFilter
+	19, // 13: spark.v1.WatchTasksResponse.change:type_name -> spark.v1.TaskChange
+	15, // 14: spark.v1.WatchTasksResponse.heartbeat:type_name -> spark.v1.StreamHeartbeat
+	27, // 15: spark.v1.TaskChange.event:type_name -> spark.v1.TaskEvent
+	22, // 16: spark.v1.ListWebhookDeliveriesResponse.deliveries:type_name -> spark.v1.WebhookDelivery
+	0,  // 17: spark.v1.WebhookDelivery.state:type_name -> spark.v1.WebhookDeliveryState
+	28, // 18: spark.v1.WebhookDelivery.payload:type_name -> google.protobuf.Struct
+	23, // 19: spark.v1.WebhookDelivery.attempts:type_name -> spark.v1.WebhookAttempt
+	26, // 20: spark.v1.WebhookDelivery.next_attempt_time:type_name -> google.protobuf.Timestamp
+	26, // 21: spark.v1.WebhookDelivery.create_time:type_name -> google.protobuf.Timestamp
+	26, // 22: spark.v1.WebhookAttempt.attempt_time:type_name -> google.protobuf.Timestamp
+	29, // 23: spark.v1.WebhookAttempt.duration:type_name -> google.protobuf.Duration
+	1,  // 24: spark.v1.TaskService.GetTask:input_type -> spark.v1.GetTaskRequest
+	3,  // 25: spark.v1.TaskService.ListTasks:input_type -> spark.v1.ListTasksRequest
+	5,  // 26: spark.v1.TaskService.CancelTask:input_type -> spark.v1.CancelTaskRequest
+	7,  // 27: spark.v1.TaskService.RetryTask:input_type -> spark.v1.RetryTaskRequest
+	9,  // 28: spark.v1.TaskService.DeleteTask:input_type -> spark.v1.DeleteTaskRequest
+	11, // 29: spark.v1.TaskService.ListTaskEvents:input_type -> spark.v1.ListTaskEventsRequest
+	13, // 30: spark.v1.TaskService.WatchTask:input_type -> spark.v1.WatchTaskRequest
+	17, // 31: spark.v1.TaskService.WatchTasks:input_type -> spark.v1.WatchTasksRequest
+	20, // 32: spark.v1.TaskService.ListWebhookDeliveries:input_type -> spark.v1.ListWebhookDeliveriesRequest
+	2,  // 33: spark.v1.TaskService.GetTask:output_type -> spark.v1.GetTaskResponse
+	4,  // 34: spark.v1.TaskService.ListTasks:output_type -> spark.v1.ListTasksResponse
+	6,  // 35: spark.v1.TaskService.CancelTask:output_type -> spark.v1.CancelTaskResponse
+	8,  // 36: spark.v1.TaskService.RetryTask:output_type -> spark.v1.RetryTaskResponse
+	10, // 37: spark.v1.TaskService.DeleteTask:output_type -> spark.v1.DeleteTaskResponse
+	12, // 38: spark.v1.TaskService.ListTaskEvents:output_type -> spark.v1.ListTaskEventsResponse
+	14, // 39: spark.v1.TaskService.WatchTask:output_type -> spark.v1.WatchTaskResponse
+	18, // 40: spark.v1.TaskService.WatchTasks:output_type -> spark.v1.WatchTasksResponse
+	21, // 41: spark.v1.TaskService.ListWebhookDeliveries:output_type -> spark.v1.ListWebhookDeliveriesResponse
+	33, // [33:42] is the sub-list for method output_type
+	24, // [24:33] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_spark_v1_task_service_proto_init() }
@@ -1330,13 +1699,14 @@ func file_spark_v1_task_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spark_v1_task_service_proto_rawDesc), len(file_spark_v1_task_service_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   19,
+			NumEnums:      1,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_spark_v1_task_service_proto_goTypes,
 		DependencyIndexes: file_spark_v1_task_service_proto_depIdxs,
+		EnumInfos:         file_spark_v1_task_service_proto_enumTypes,
 		MessageInfos:      file_spark_v1_task_service_proto_msgTypes,
 	}.Build()
 	File_spark_v1_task_service_proto = out.File

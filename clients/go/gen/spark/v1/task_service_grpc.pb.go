@@ -19,14 +19,15 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	TaskService_GetTask_FullMethodName        = "/spark.v1.TaskService/GetTask"
-	TaskService_ListTasks_FullMethodName      = "/spark.v1.TaskService/ListTasks"
-	TaskService_CancelTask_FullMethodName     = "/spark.v1.TaskService/CancelTask"
-	TaskService_RetryTask_FullMethodName      = "/spark.v1.TaskService/RetryTask"
-	TaskService_DeleteTask_FullMethodName     = "/spark.v1.TaskService/DeleteTask"
-	TaskService_ListTaskEvents_FullMethodName = "/spark.v1.TaskService/ListTaskEvents"
-	TaskService_WatchTask_FullMethodName      = "/spark.v1.TaskService/WatchTask"
-	TaskService_WatchTasks_FullMethodName     = "/spark.v1.TaskService/WatchTasks"
+	TaskService_GetTask_FullMethodName               = "/spark.v1.TaskService/GetTask"
+	TaskService_ListTasks_FullMethodName             = "/spark.v1.TaskService/ListTasks"
+	TaskService_CancelTask_FullMethodName            = "/spark.v1.TaskService/CancelTask"
+	TaskService_RetryTask_FullMethodName             = "/spark.v1.TaskService/RetryTask"
+	TaskService_DeleteTask_FullMethodName            = "/spark.v1.TaskService/DeleteTask"
+	TaskService_ListTaskEvents_FullMethodName        = "/spark.v1.TaskService/ListTaskEvents"
+	TaskService_WatchTask_FullMethodName             = "/spark.v1.TaskService/WatchTask"
+	TaskService_WatchTasks_FullMethodName            = "/spark.v1.TaskService/WatchTasks"
+	TaskService_ListWebhookDeliveries_FullMethodName = "/spark.v1.TaskService/ListWebhookDeliveries"
 )
 
 // TaskServiceClient is the client API for TaskService service.
@@ -68,6 +69,11 @@ type TaskServiceClient interface {
 	// twice, even when transactions commit out of order. Without a cursor it starts at
 	// the current end of the feed. Idle streams carry a heartbeat every 15 s.
 	WatchTasks(ctx context.Context, in *WatchTasksRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchTasksResponse], error)
+	// Lists the webhook deliveries of a task (one per terminal state it reached) with every
+	// attempt. A delivery is a POST of JSON signed with HMAC-SHA256: header
+	// `X-Spark-Signature: t=<unix seconds>,v1=<hex of HMAC(secret, "<t>." + body)>`. Failed
+	// deliveries are retried with backoff (1 s doubling to 5 min) up to 10 attempts.
+	ListWebhookDeliveries(ctx context.Context, in *ListWebhookDeliveriesRequest, opts ...grpc.CallOption) (*ListWebhookDeliveriesResponse, error)
 }
 
 type taskServiceClient struct {
@@ -176,6 +182,16 @@ func (c *taskServiceClient) WatchTasks(ctx context.Context, in *WatchTasksReques
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type TaskService_WatchTasksClient = grpc.ServerStreamingClient[WatchTasksResponse]
 
+func (c *taskServiceClient) ListWebhookDeliveries(ctx context.Context, in *ListWebhookDeliveriesRequest, opts ...grpc.CallOption) (*ListWebhookDeliveriesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListWebhookDeliveriesResponse)
+	err := c.cc.Invoke(ctx, TaskService_ListWebhookDeliveries_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TaskServiceServer is the server API for TaskService service.
 // All implementations must embed UnimplementedTaskServiceServer
 // for forward compatibility.
@@ -215,6 +231,11 @@ type TaskServiceServer interface {
 	// twice, even when transactions commit out of order. Without a cursor it starts at
 	// the current end of the feed. Idle streams carry a heartbeat every 15 s.
 	WatchTasks(*WatchTasksRequest, grpc.ServerStreamingServer[WatchTasksResponse]) error
+	// Lists the webhook deliveries of a task (one per terminal state it reached) with every
+	// attempt. A delivery is a POST of JSON signed with HMAC-SHA256: header
+	// `X-Spark-Signature: t=<unix seconds>,v1=<hex of HMAC(secret, "<t>." + body)>`. Failed
+	// deliveries are retried with backoff (1 s doubling to 5 min) up to 10 attempts.
+	ListWebhookDeliveries(context.Context, *ListWebhookDeliveriesRequest) (*ListWebhookDeliveriesResponse, error)
 	mustEmbedUnimplementedTaskServiceServer()
 }
 
@@ -248,6 +269,9 @@ func (UnimplementedTaskServiceServer) WatchTask(*WatchTaskRequest, grpc.ServerSt
 }
 func (UnimplementedTaskServiceServer) WatchTasks(*WatchTasksRequest, grpc.ServerStreamingServer[WatchTasksResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchTasks not implemented")
+}
+func (UnimplementedTaskServiceServer) ListWebhookDeliveries(context.Context, *ListWebhookDeliveriesRequest) (*ListWebhookDeliveriesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListWebhookDeliveries not implemented")
 }
 func (UnimplementedTaskServiceServer) mustEmbedUnimplementedTaskServiceServer() {}
 func (UnimplementedTaskServiceServer) testEmbeddedByValue()                     {}
@@ -400,6 +424,24 @@ func _TaskService_WatchTasks_Handler(srv interface{}, stream grpc.ServerStream) 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type TaskService_WatchTasksServer = grpc.ServerStreamingServer[WatchTasksResponse]
 
+func _TaskService_ListWebhookDeliveries_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListWebhookDeliveriesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TaskServiceServer).ListWebhookDeliveries(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TaskService_ListWebhookDeliveries_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TaskServiceServer).ListWebhookDeliveries(ctx, req.(*ListWebhookDeliveriesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TaskService_ServiceDesc is the grpc.ServiceDesc for TaskService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -430,6 +472,10 @@ var TaskService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListTaskEvents",
 			Handler:    _TaskService_ListTaskEvents_Handler,
+		},
+		{
+			MethodName: "ListWebhookDeliveries",
+			Handler:    _TaskService_ListWebhookDeliveries_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

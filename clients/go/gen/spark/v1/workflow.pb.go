@@ -71,7 +71,11 @@ type Workflow struct {
 	RetryPolicy *RetryPolicy `protobuf:"bytes,19,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`
 	// Longest time one attempt of a run may take (a run may override it). Default 600 s;
 	// at most 24 h.
-	Timeout       *durationpb.Duration `protobuf:"bytes,20,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	Timeout *durationpb.Duration `protobuf:"bytes,20,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// An http(s) URL that receives a signed POST when a run of this workflow reaches a
+	// terminal state (a run may override it). Empty for none. See
+	// TaskService.ListWebhookDeliveries for the deliveries and their attempts.
+	WebhookUrl    string `protobuf:"bytes,21,opt,name=webhook_url,json=webhookUrl,proto3" json:"webhook_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -246,11 +250,18 @@ func (x *Workflow) GetTimeout() *durationpb.Duration {
 	return nil
 }
 
+func (x *Workflow) GetWebhookUrl() string {
+	if x != nil {
+		return x.WebhookUrl
+	}
+	return ""
+}
+
 var File_spark_v1_workflow_proto protoreflect.FileDescriptor
 
 const file_spark_v1_workflow_proto_rawDesc = "" +
 	"\n" +
-	"\x17spark/v1/workflow.proto\x12\bspark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18spark/v1/component.proto\x1a\x13spark/v1/task.proto\"\xec\x06\n" +
+	"\x17spark/v1/workflow.proto\x12\bspark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18spark/v1/component.proto\x1a\x13spark/v1/task.proto\"\x8d\a\n" +
 	"\bWorkflow\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12 \n" +
@@ -279,7 +290,9 @@ const file_spark_v1_workflow_proto_rawDesc = "" +
 	"task_count\x18\x11 \x01(\x03R\ttaskCount\x12*\n" +
 	"\x11failed_task_count\x18\x12 \x01(\x03R\x0ffailedTaskCount\x128\n" +
 	"\fretry_policy\x18\x13 \x01(\v2\x15.spark.v1.RetryPolicyR\vretryPolicy\x123\n" +
-	"\atimeout\x18\x14 \x01(\v2\x19.google.protobuf.DurationR\atimeoutB\xa2\x01\n" +
+	"\atimeout\x18\x14 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12\x1f\n" +
+	"\vwebhook_url\x18\x15 \x01(\tR\n" +
+	"webhookUrlB\xa2\x01\n" +
 	"\fcom.spark.v1B\rWorkflowProtoP\x01ZBgithub.com/namastexlabs/spark-grpc/clients/go/gen/spark/v1;sparkv1\xa2\x02\x03SXX\xaa\x02\bSpark.V1\xca\x02\bSpark\\V1\xe2\x02\x14Spark\\V1\\GPBMetadata\xea\x02\tSpark::V1b\x06proto3"
 
 var (

@@ -814,7 +814,9 @@ type RunWorkflowRequest struct {
 	// Optional idempotency key (1-128 characters). A retry with the same key returns the
 	// same task instead of running the workflow twice; the same key with a different
 	// request is INVALID_ARGUMENT.
-	RequestId     string `protobuf:"bytes,7,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestId string `protobuf:"bytes,7,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Override of the workflow's webhook URL for this run.
+	WebhookUrl    string `protobuf:"bytes,8,opt,name=webhook_url,json=webhookUrl,proto3" json:"webhook_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -894,6 +896,13 @@ func (x *RunWorkflowRequest) GetDeadlineTime() *timestamppb.Timestamp {
 func (x *RunWorkflowRequest) GetRequestId() string {
 	if x != nil {
 		return x.RequestId
+	}
+	return ""
+}
+
+func (x *RunWorkflowRequest) GetWebhookUrl() string {
+	if x != nil {
+		return x.WebhookUrl
 	}
 	return ""
 }
@@ -1085,7 +1094,7 @@ const file_spark_v1_workflow_service_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\"F\n" +
 	"\x16DeleteWorkflowResponse\x12,\n" +
-	"\x12deleted_task_count\x18\x01 \x01(\x05R\x10deletedTaskCount\"\xd6\x02\n" +
+	"\x12deleted_task_count\x18\x01 \x01(\x05R\x10deletedTaskCount\"\xf7\x02\n" +
 	"\x12RunWorkflowRequest\x12\x1f\n" +
 	"\vworkflow_id\x18\x01 \x01(\tR\n" +
 	"workflowId\x12\x1f\n" +
@@ -1096,7 +1105,9 @@ const file_spark_v1_workflow_service_proto_rawDesc = "" +
 	"\fretry_policy\x18\x05 \x01(\v2\x15.spark.v1.RetryPolicyR\vretryPolicy\x12?\n" +
 	"\rdeadline_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\fdeadlineTime\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\a \x01(\tR\trequestId\"9\n" +
+	"request_id\x18\a \x01(\tR\trequestId\x12\x1f\n" +
+	"\vwebhook_url\x18\b \x01(\tR\n" +
+	"webhookUrl\"9\n" +
 	"\x13RunWorkflowResponse\x12\"\n" +
 	"\x04task\x18\x01 \x01(\v2\x0e.spark.v1.TaskR\x04task\"T\n" +
 	"\x18BatchRunWorkflowsRequest\x128\n" +

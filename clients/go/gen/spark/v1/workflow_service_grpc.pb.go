@@ -49,7 +49,8 @@ type WorkflowServiceClient interface {
 	// Lists workflows, newest first, filtered by source, remote flow, tag and name.
 	ListWorkflows(ctx context.Context, in *ListWorkflowsRequest, opts ...grpc.CallOption) (*ListWorkflowsResponse, error)
 	// Changes the fields named in `update_mask`: display_name, description, tags,
-	// input_component_id, output_component_id, graph, components, retry_policy, timeout.
+	// input_component_id, output_component_id, graph, components, retry_policy, timeout,
+	// webhook_url.
 	// `source_id` and `remote_flow_id` cannot change (INVALID_ARGUMENT).
 	UpdateWorkflow(ctx context.Context, in *UpdateWorkflowRequest, opts ...grpc.CallOption) (*UpdateWorkflowResponse, error)
 	// Deletes a workflow. A workflow that has tasks or schedules is FAILED_PRECONDITION
@@ -175,7 +176,8 @@ type WorkflowServiceServer interface {
 	// Lists workflows, newest first, filtered by source, remote flow, tag and name.
 	ListWorkflows(context.Context, *ListWorkflowsRequest) (*ListWorkflowsResponse, error)
 	// Changes the fields named in `update_mask`: display_name, description, tags,
-	// input_component_id, output_component_id, graph, components, retry_policy, timeout.
+	// input_component_id, output_component_id, graph, components, retry_policy, timeout,
+	// webhook_url.
 	// `source_id` and `remote_flow_id` cannot change (INVALID_ARGUMENT).
 	UpdateWorkflow(context.Context, *UpdateWorkflowRequest) (*UpdateWorkflowResponse, error)
 	// Deletes a workflow. A workflow that has tasks or schedules is FAILED_PRECONDITION

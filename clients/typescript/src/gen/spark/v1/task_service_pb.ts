@@ -2,19 +2,19 @@
 // @generated from file spark/v1/task_service.proto (package spark.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Task, TaskEvent, TaskState } from "./task_pb.js";
 import { file_spark_v1_task } from "./task_pb.js";
-import type { Message } from "@bufbuild/protobuf";
+import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file spark/v1/task_service.proto.
  */
 export const file_spark_v1_task_service: GenFile = /*@__PURE__*/
-  fileDesc("ChtzcGFyay92MS90YXNrX3NlcnZpY2UucHJvdG8SCHNwYXJrLnYxIhwKDkdldFRhc2tSZXF1ZXN0EgoKAmlkGAEgASgJIi8KD0dldFRhc2tSZXNwb25zZRIcCgR0YXNrGAEgASgLMg4uc3BhcmsudjEuVGFzayL3AQoQTGlzdFRhc2tzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRITCgt3b3JrZmxvd19pZBgDIAEoCRITCgtzY2hlZHVsZV9pZBgEIAEoCRIjCgZzdGF0ZXMYBSADKA4yEy5zcGFyay52MS5UYXNrU3RhdGUSNQoRY3JlYXRlX3RpbWVfYWZ0ZXIYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjYKEmNyZWF0ZV90aW1lX2JlZm9yZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiSwoRTGlzdFRhc2tzUmVzcG9uc2USHQoFdGFza3MYASADKAsyDi5zcGFyay52MS5UYXNrEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIvChFDYW5jZWxUYXNrUmVxdWVzdBIKCgJpZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiMgoSQ2FuY2VsVGFza1Jlc3BvbnNlEhwKBHRhc2sYASABKAsyDi5zcGFyay52MS5UYXNrIh4KEFJldHJ5VGFza1JlcXVlc3QSCgoCaWQYASABKAkiMQoRUmV0cnlUYXNrUmVzcG9uc2USHAoEdGFzaxgBIAEoCzIOLnNwYXJrLnYxLlRhc2siHwoRRGVsZXRlVGFza1JlcXVlc3QSCgoCaWQYASABKAkiFAoSRGVsZXRlVGFza1Jlc3BvbnNlImcKFUxpc3RUYXNrRXZlbnRzUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAQgASgDIlYKFkxpc3RUYXNrRXZlbnRzUmVzcG9uc2USIwoGZXZlbnRzGAEgAygLMhMuc3BhcmsudjEuVGFza0V2ZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI7ChBXYXRjaFRhc2tSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSFgoOYWZ0ZXJfc2VxdWVuY2UYAiABKAMicQoRV2F0Y2hUYXNrUmVzcG9uc2USJAoFZXZlbnQYASABKAsyEy5zcGFyay52MS5UYXNrRXZlbnRIABIuCgloZWFydGJlYXQYAiABKAsyGS5zcGFyay52MS5TdHJlYW1IZWFydGJlYXRIAEIGCgRraW5kIjsKD1N0cmVhbUhlYXJ0YmVhdBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJbCgpUYXNrRmlsdGVyEhMKC3dvcmtmbG93X2lkGAEgASgJEhMKC3NjaGVkdWxlX2lkGAIgASgJEiMKBnN0YXRlcxgDIAMoDjITLnNwYXJrLnYxLlRhc2tTdGF0ZSJJChFXYXRjaFRhc2tzUmVxdWVzdBIkCgZmaWx0ZXIYASABKAsyFC5zcGFyay52MS5UYXNrRmlsdGVyEg4KBmN1cnNvchgCIAEoCSKEAQoSV2F0Y2hUYXNrc1Jlc3BvbnNlEiYKBmNoYW5nZRgBIAEoCzIULnNwYXJrLnYxLlRhc2tDaGFuZ2VIABIuCgloZWFydGJlYXQYAiABKAsyGS5zcGFyay52MS5TdHJlYW1IZWFydGJlYXRIABIOCgZjdXJzb3IYAyABKAlCBgoEa2luZCJaCgpUYXNrQ2hhbmdlEiIKBWV2ZW50GAEgASgLMhMuc3BhcmsudjEuVGFza0V2ZW50EhMKC3dvcmtmbG93X2lkGAIgASgJEhMKC3NjaGVkdWxlX2lkGAMgASgJMtMECgtUYXNrU2VydmljZRI+CgdHZXRUYXNrEhguc3BhcmsudjEuR2V0VGFza1JlcXVlc3QaGS5zcGFyay52MS5HZXRUYXNrUmVzcG9uc2USRAoJTGlzdFRhc2tzEhouc3BhcmsudjEuTGlzdFRhc2tzUmVxdWVzdBobLnNwYXJrLnYxLkxpc3RUYXNrc1Jlc3BvbnNlEkcKCkNhbmNlbFRhc2sSGy5zcGFyay52MS5DYW5jZWxUYXNrUmVxdWVzdBocLnNwYXJrLnYxLkNhbmNlbFRhc2tSZXNwb25zZRJECglSZXRyeVRhc2sSGi5zcGFyay52MS5SZXRyeVRhc2tSZXF1ZXN0Ghsuc3BhcmsudjEuUmV0cnlUYXNrUmVzcG9uc2USRwoKRGVsZXRlVGFzaxIbLnNwYXJrLnYxLkRlbGV0ZVRhc2tSZXF1ZXN0Ghwuc3BhcmsudjEuRGVsZXRlVGFza1Jlc3BvbnNlElMKDkxpc3RUYXNrRXZlbnRzEh8uc3BhcmsudjEuTGlzdFRhc2tFdmVudHNSZXF1ZXN0GiAuc3BhcmsudjEuTGlzdFRhc2tFdmVudHNSZXNwb25zZRJGCglXYXRjaFRhc2sSGi5zcGFyay52MS5XYXRjaFRhc2tSZXF1ZXN0Ghsuc3BhcmsudjEuV2F0Y2hUYXNrUmVzcG9uc2UwARJJCgpXYXRjaFRhc2tzEhsuc3BhcmsudjEuV2F0Y2hUYXNrc1JlcXVlc3QaHC5zcGFyay52MS5XYXRjaFRhc2tzUmVzcG9uc2UwAWIGcHJvdG8z", [file_google_protobuf_timestamp, file_spark_v1_task]);
+  fileDesc("ChtzcGFyay92MS90YXNrX3NlcnZpY2UucHJvdG8SCHNwYXJrLnYxIhwKDkdldFRhc2tSZXF1ZXN0EgoKAmlkGAEgASgJIi8KD0dldFRhc2tSZXNwb25zZRIcCgR0YXNrGAEgASgLMg4uc3BhcmsudjEuVGFzayL3AQoQTGlzdFRhc2tzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRITCgt3b3JrZmxvd19pZBgDIAEoCRITCgtzY2hlZHVsZV9pZBgEIAEoCRIjCgZzdGF0ZXMYBSADKA4yEy5zcGFyay52MS5UYXNrU3RhdGUSNQoRY3JlYXRlX3RpbWVfYWZ0ZXIYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjYKEmNyZWF0ZV90aW1lX2JlZm9yZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiSwoRTGlzdFRhc2tzUmVzcG9uc2USHQoFdGFza3MYASADKAsyDi5zcGFyay52MS5UYXNrEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIvChFDYW5jZWxUYXNrUmVxdWVzdBIKCgJpZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiMgoSQ2FuY2VsVGFza1Jlc3BvbnNlEhwKBHRhc2sYASABKAsyDi5zcGFyay52MS5UYXNrIh4KEFJldHJ5VGFza1JlcXVlc3QSCgoCaWQYASABKAkiMQoRUmV0cnlUYXNrUmVzcG9uc2USHAoEdGFzaxgBIAEoCzIOLnNwYXJrLnYxLlRhc2siHwoRRGVsZXRlVGFza1JlcXVlc3QSCgoCaWQYASABKAkiFAoSRGVsZXRlVGFza1Jlc3BvbnNlImcKFUxpc3RUYXNrRXZlbnRzUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAQgASgDIlYKFkxpc3RUYXNrRXZlbnRzUmVzcG9uc2USIwoGZXZlbnRzGAEgAygLMhMuc3BhcmsudjEuVGFza0V2ZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI7ChBXYXRjaFRhc2tSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSFgoOYWZ0ZXJfc2VxdWVuY2UYAiABKAMicQoRV2F0Y2hUYXNrUmVzcG9uc2USJAoFZXZlbnQYASABKAsyEy5zcGFyay52MS5UYXNrRXZlbnRIABIuCgloZWFydGJlYXQYAiABKAsyGS5zcGFyay52MS5TdHJlYW1IZWFydGJlYXRIAEIGCgRraW5kIjsKD1N0cmVhbUhlYXJ0YmVhdBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJbCgpUYXNrRmlsdGVyEhMKC3dvcmtmbG93X2lkGAEgASgJEhMKC3NjaGVkdWxlX2lkGAIgASgJEiMKBnN0YXRlcxgDIAMoDjITLnNwYXJrLnYxLlRhc2tTdGF0ZSJJChFXYXRjaFRhc2tzUmVxdWVzdBIkCgZmaWx0ZXIYASABKAsyFC5zcGFyay52MS5UYXNrRmlsdGVyEg4KBmN1cnNvchgCIAEoCSKEAQoSV2F0Y2hUYXNrc1Jlc3BvbnNlEiYKBmNoYW5nZRgBIAEoCzIULnNwYXJrLnYxLlRhc2tDaGFuZ2VIABIuCgloZWFydGJlYXQYAiABKAsyGS5zcGFyay52MS5TdHJlYW1IZWFydGJlYXRIABIOCgZjdXJzb3IYAyABKAlCBgoEa2luZCJaCgpUYXNrQ2hhbmdlEiIKBWV2ZW50GAEgASgLMhMuc3BhcmsudjEuVGFza0V2ZW50EhMKC3dvcmtmbG93X2lkGAIgASgJEhMKC3NjaGVkdWxlX2lkGAMgASgJIi8KHExpc3RXZWJob29rRGVsaXZlcmllc1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCSJOCh1MaXN0V2ViaG9va0RlbGl2ZXJpZXNSZXNwb25zZRItCgpkZWxpdmVyaWVzGAEgAygLMhkuc3BhcmsudjEuV2ViaG9va0RlbGl2ZXJ5IpcCCg9XZWJob29rRGVsaXZlcnkSCgoCaWQYASABKAkSCwoDdXJsGAIgASgJEi0KBXN0YXRlGAMgASgOMh4uc3BhcmsudjEuV2ViaG9va0RlbGl2ZXJ5U3RhdGUSKAoHcGF5bG9hZBgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSKgoIYXR0ZW1wdHMYBSADKAsyGC5zcGFyay52MS5XZWJob29rQXR0ZW1wdBI1ChFuZXh0X2F0dGVtcHRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpMBCg5XZWJob29rQXR0ZW1wdBIwCgxhdHRlbXB0X3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2h0dHBfc3RhdHVzGAIgASgFEg0KBWVycm9yGAMgASgJEisKCGR1cmF0aW9uGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uKqsBChRXZWJob29rRGVsaXZlcnlTdGF0ZRImCiJXRUJIT09LX0RFTElWRVJZX1NUQVRFX1VOU1BFQ0lGSUVEEAASIgoeV0VCSE9PS19ERUxJVkVSWV9TVEFURV9QRU5ESU5HEAESJAogV0VCSE9PS19ERUxJVkVSWV9TVEFURV9ERUxJVkVSRUQQAhIhCh1XRUJIT09LX0RFTElWRVJZX1NUQVRFX0ZBSUxFRBADMr0FCgtUYXNrU2VydmljZRI+CgdHZXRUYXNrEhguc3BhcmsudjEuR2V0VGFza1JlcXVlc3QaGS5zcGFyay52MS5HZXRUYXNrUmVzcG9uc2USRAoJTGlzdFRhc2tzEhouc3BhcmsudjEuTGlzdFRhc2tzUmVxdWVzdBobLnNwYXJrLnYxLkxpc3RUYXNrc1Jlc3BvbnNlEkcKCkNhbmNlbFRhc2sSGy5zcGFyay52MS5DYW5jZWxUYXNrUmVxdWVzdBocLnNwYXJrLnYxLkNhbmNlbFRhc2tSZXNwb25zZRJECglSZXRyeVRhc2sSGi5zcGFyay52MS5SZXRyeVRhc2tSZXF1ZXN0Ghsuc3BhcmsudjEuUmV0cnlUYXNrUmVzcG9uc2USRwoKRGVsZXRlVGFzaxIbLnNwYXJrLnYxLkRlbGV0ZVRhc2tSZXF1ZXN0Ghwuc3BhcmsudjEuRGVsZXRlVGFza1Jlc3BvbnNlElMKDkxpc3RUYXNrRXZlbnRzEh8uc3BhcmsudjEuTGlzdFRhc2tFdmVudHNSZXF1ZXN0GiAuc3BhcmsudjEuTGlzdFRhc2tFdmVudHNSZXNwb25zZRJGCglXYXRjaFRhc2sSGi5zcGFyay52MS5XYXRjaFRhc2tSZXF1ZXN0Ghsuc3BhcmsudjEuV2F0Y2hUYXNrUmVzcG9uc2UwARJJCgpXYXRjaFRhc2tzEhsuc3BhcmsudjEuV2F0Y2hUYXNrc1JlcXVlc3QaHC5zcGFyay52MS5XYXRjaFRhc2tzUmVzcG9uc2UwARJoChVMaXN0V2ViaG9va0RlbGl2ZXJpZXMSJi5zcGFyay52MS5MaXN0V2ViaG9va0RlbGl2ZXJpZXNSZXF1ZXN0Gicuc3BhcmsudjEuTGlzdFdlYmhvb2tEZWxpdmVyaWVzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_spark_v1_task]);
 
 /**
  * Request for GetTask.
@@ -579,6 +579,194 @@ export const TaskChangeSchema: GenMessage<TaskChange> = /*@__PURE__*/
   messageDesc(file_spark_v1_task_service, 18);
 
 /**
+ * Request for ListWebhookDeliveries.
+ *
+ * @generated from message spark.v1.ListWebhookDeliveriesRequest
+ */
+export type ListWebhookDeliveriesRequest = Message<"spark.v1.ListWebhookDeliveriesRequest"> & {
+  /**
+   * The task's id.
+   *
+   * @generated from field: string task_id = 1;
+   */
+  taskId: string;
+};
+
+/**
+ * Describes the message spark.v1.ListWebhookDeliveriesRequest.
+ * Use `create(ListWebhookDeliveriesRequestSchema)` to create a new message.
+ */
+export const ListWebhookDeliveriesRequestSchema: GenMessage<ListWebhookDeliveriesRequest> = /*@__PURE__*/
+  messageDesc(file_spark_v1_task_service, 19);
+
+/**
+ * Response for ListWebhookDeliveries.
+ *
+ * @generated from message spark.v1.ListWebhookDeliveriesResponse
+ */
+export type ListWebhookDeliveriesResponse = Message<"spark.v1.ListWebhookDeliveriesResponse"> & {
+  /**
+   * The task's deliveries, oldest first.
+   *
+   * @generated from field: repeated spark.v1.WebhookDelivery deliveries = 1;
+   */
+  deliveries: WebhookDelivery[];
+};
+
+/**
+ * Describes the message spark.v1.ListWebhookDeliveriesResponse.
+ * Use `create(ListWebhookDeliveriesResponseSchema)` to create a new message.
+ */
+export const ListWebhookDeliveriesResponseSchema: GenMessage<ListWebhookDeliveriesResponse> = /*@__PURE__*/
+  messageDesc(file_spark_v1_task_service, 20);
+
+/**
+ * One notification owed to a webhook.
+ *
+ * @generated from message spark.v1.WebhookDelivery
+ */
+export type WebhookDelivery = Message<"spark.v1.WebhookDelivery"> & {
+  /**
+   * The delivery's id (also sent as the `X-Spark-Delivery` header).
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * Where it is sent.
+   *
+   * @generated from field: string url = 2;
+   */
+  url: string;
+
+  /**
+   * Where it is.
+   *
+   * @generated from field: spark.v1.WebhookDeliveryState state = 3;
+   */
+  state: WebhookDeliveryState;
+
+  /**
+   * The JSON body sent.
+   *
+   * @generated from field: google.protobuf.Struct payload = 4;
+   */
+  payload?: JsonObject | undefined;
+
+  /**
+   * Every attempt, oldest first.
+   *
+   * @generated from field: repeated spark.v1.WebhookAttempt attempts = 5;
+   */
+  attempts: WebhookAttempt[];
+
+  /**
+   * When the next attempt happens, while PENDING.
+   *
+   * @generated from field: google.protobuf.Timestamp next_attempt_time = 6;
+   */
+  nextAttemptTime?: Timestamp | undefined;
+
+  /**
+   * When the delivery was created (when the task reached the state).
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 7;
+   */
+  createTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message spark.v1.WebhookDelivery.
+ * Use `create(WebhookDeliverySchema)` to create a new message.
+ */
+export const WebhookDeliverySchema: GenMessage<WebhookDelivery> = /*@__PURE__*/
+  messageDesc(file_spark_v1_task_service, 21);
+
+/**
+ * One try at delivering a webhook.
+ *
+ * @generated from message spark.v1.WebhookAttempt
+ */
+export type WebhookAttempt = Message<"spark.v1.WebhookAttempt"> & {
+  /**
+   * When it was made.
+   *
+   * @generated from field: google.protobuf.Timestamp attempt_time = 1;
+   */
+  attemptTime?: Timestamp | undefined;
+
+  /**
+   * The receiver's HTTP status; 0 when it did not answer.
+   *
+   * @generated from field: int32 http_status = 2;
+   */
+  httpStatus: number;
+
+  /**
+   * What went wrong; empty on success.
+   *
+   * @generated from field: string error = 3;
+   */
+  error: string;
+
+  /**
+   * How long the POST took.
+   *
+   * @generated from field: google.protobuf.Duration duration = 4;
+   */
+  duration?: Duration | undefined;
+};
+
+/**
+ * Describes the message spark.v1.WebhookAttempt.
+ * Use `create(WebhookAttemptSchema)` to create a new message.
+ */
+export const WebhookAttemptSchema: GenMessage<WebhookAttempt> = /*@__PURE__*/
+  messageDesc(file_spark_v1_task_service, 22);
+
+/**
+ * Where a webhook delivery is.
+ *
+ * @generated from enum spark.v1.WebhookDeliveryState
+ */
+export enum WebhookDeliveryState {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: WEBHOOK_DELIVERY_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Not delivered yet; the next attempt is at `next_attempt_time`.
+   *
+   * @generated from enum value: WEBHOOK_DELIVERY_STATE_PENDING = 1;
+   */
+  PENDING = 1,
+
+  /**
+   * The receiver answered 2xx.
+   *
+   * @generated from enum value: WEBHOOK_DELIVERY_STATE_DELIVERED = 2;
+   */
+  DELIVERED = 2,
+
+  /**
+   * Every attempt failed; no more attempts.
+   *
+   * @generated from enum value: WEBHOOK_DELIVERY_STATE_FAILED = 3;
+   */
+  FAILED = 3,
+}
+
+/**
+ * Describes the enum spark.v1.WebhookDeliveryState.
+ */
+export const WebhookDeliveryStateSchema: GenEnum<WebhookDeliveryState> = /*@__PURE__*/
+  enumDesc(file_spark_v1_task_service, 0);
+
+/**
  * Follows, cancels, retries and deletes tasks (runs of workflows). Tasks are created by
  * WorkflowService.RunWorkflow, BatchRunWorkflows and schedules.
  *
@@ -680,6 +868,19 @@ export const TaskService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchTasksRequestSchema;
     output: typeof WatchTasksResponseSchema;
+  },
+  /**
+   * Lists the webhook deliveries of a task (one per terminal state it reached) with every
+   * attempt. A delivery is a POST of JSON signed with HMAC-SHA256: header
+   * `X-Spark-Signature: t=<unix seconds>,v1=<hex of HMAC(secret, "<t>." + body)>`. Failed
+   * deliveries are retried with backoff (1 s doubling to 5 min) up to 10 attempts.
+   *
+   * @generated from rpc spark.v1.TaskService.ListWebhookDeliveries
+   */
+  listWebhookDeliveries: {
+    methodKind: "unary";
+    input: typeof ListWebhookDeliveriesRequestSchema;
+    output: typeof ListWebhookDeliveriesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_spark_v1_task_service, 0);

@@ -16,7 +16,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file spark/v1/workflow.proto.
  */
 export const file_spark_v1_workflow: GenFile = /*@__PURE__*/
-  fileDesc("ChdzcGFyay92MS93b3JrZmxvdy5wcm90bxIIc3BhcmsudjEi+QQKCFdvcmtmbG93EgoKAmlkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIRCglzb3VyY2VfaWQYBCABKAkSFgoOcmVtb3RlX2Zsb3dfaWQYBSABKAkSJgoFZ3JhcGgYBiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EicKCmNvbXBvbmVudHMYByADKAsyEy5zcGFyay52MS5Db21wb25lbnQSGgoSaW5wdXRfY29tcG9uZW50X2lkGAggASgJEhsKE291dHB1dF9jb21wb25lbnRfaWQYCSABKAkSDAoEdGFncxgKIAMoCRITCgtmb2xkZXJfbmFtZRgLIAEoCRIUCgxmbG93X3ZlcnNpb24YDCABKAkSLwoLaW1wb3J0X3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2NyZWF0ZV90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoQbGF0ZXN0X3J1bl9zdGF0ZRgQIAEoDjITLnNwYXJrLnYxLlRhc2tTdGF0ZRISCgp0YXNrX2NvdW50GBEgASgDEhkKEWZhaWxlZF90YXNrX2NvdW50GBIgASgDEisKDHJldHJ5X3BvbGljeRgTIAEoCzIVLnNwYXJrLnYxLlJldHJ5UG9saWN5EioKB3RpbWVvdXQYFCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25iBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_spark_v1_component, file_spark_v1_task]);
+  fileDesc("ChdzcGFyay92MS93b3JrZmxvdy5wcm90bxIIc3BhcmsudjEijgUKCFdvcmtmbG93EgoKAmlkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIRCglzb3VyY2VfaWQYBCABKAkSFgoOcmVtb3RlX2Zsb3dfaWQYBSABKAkSJgoFZ3JhcGgYBiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EicKCmNvbXBvbmVudHMYByADKAsyEy5zcGFyay52MS5Db21wb25lbnQSGgoSaW5wdXRfY29tcG9uZW50X2lkGAggASgJEhsKE291dHB1dF9jb21wb25lbnRfaWQYCSABKAkSDAoEdGFncxgKIAMoCRITCgtmb2xkZXJfbmFtZRgLIAEoCRIUCgxmbG93X3ZlcnNpb24YDCABKAkSLwoLaW1wb3J0X3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2NyZWF0ZV90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoQbGF0ZXN0X3J1bl9zdGF0ZRgQIAEoDjITLnNwYXJrLnYxLlRhc2tTdGF0ZRISCgp0YXNrX2NvdW50GBEgASgDEhkKEWZhaWxlZF90YXNrX2NvdW50GBIgASgDEisKDHJldHJ5X3BvbGljeRgTIAEoCzIVLnNwYXJrLnYxLlJldHJ5UG9saWN5EioKB3RpbWVvdXQYFCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEwoLd2ViaG9va191cmwYFSABKAliBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_spark_v1_component, file_spark_v1_task]);
 
 /**
  * A runnable copy of a remote flow: which source to call, which flow on it, and the flow's
@@ -168,6 +168,15 @@ export type Workflow = Message<"spark.v1.Workflow"> & {
    * @generated from field: google.protobuf.Duration timeout = 20;
    */
   timeout?: Duration | undefined;
+
+  /**
+   * An http(s) URL that receives a signed POST when a run of this workflow reaches a
+   * terminal state (a run may override it). Empty for none. See
+   * TaskService.ListWebhookDeliveries for the deliveries and their attempts.
+   *
+   * @generated from field: string webhook_url = 21;
+   */
+  webhookUrl: string;
 };
 
 /**
