@@ -127,10 +127,13 @@ class EventHub:
             try:
                 async with client.pubsub() as pubsub:
                     await pubsub.subscribe(CHANNEL)
-                    self.connected.set()
-                    # Anything published while we were not listening is in the table.
-                    self._resync_all()
                     async for raw in pubsub.listen():
+                        if raw.get("type") == "subscribe":
+                            # Only now does Redis deliver to us: anything published
+                            # before is in the table, so every stream re-reads it.
+                            self.connected.set()
+                            self._resync_all()
+                            continue
                         if raw.get("type") != "message":
                             continue
                         try:

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2
 from sqlalchemy import text
 
 from spark_grpc._gen.spark.v1 import task_pb2, task_service_pb2
-from spark_grpc.domain.tasks import TERMINAL
+from spark_grpc.domain.tasks import TERMINAL, TaskState
 from spark_grpc.errors import (
     FieldViolation,
     InvalidArgumentError,
@@ -117,6 +117,8 @@ class TaskStreams:
                             return
                     if len(rows) < _PAGE:
                         break
+                if await self._ended_at_or_before(task_id, last):
+                    return  # resumed after the terminal event: nothing more will come
                 # Live.
                 while True:
                     if sub.closing:
@@ -126,6 +128,11 @@ class TaskStreams:
                     if message is None:
                         if sub.resync.is_set() or not self._hub.connected.is_set():
                             break  # catch up from the table
+                        # Idle for a heartbeat period: look at the table too, so even a
+                        # live message lost in transit delays an event by one period
+                        # at most, never forever.
+                        if await self._read_events(task_id, last, limit=1):
+                            break
                         yield task_service_pb2.WatchTaskResponse(
                             heartbeat=task_service_pb2.StreamHeartbeat(time=_heartbeat_time())
                         )
@@ -153,7 +160,7 @@ class TaskStreams:
                 reason="TOO_MANY_STREAMS",
             )
 
-    async def _read_events(self, task_id: uuid.UUID, after: int) -> list[Any]:
+    async def _read_events(self, task_id: uuid.UUID, after: int, limit: int = _PAGE) -> list[Any]:
         async with self._deps.db.connection() as session:
             return list(
                 (
@@ -163,10 +170,20 @@ class TaskStreams:
                             "WHERE task_id = :id AND sequence > :after "
                             "ORDER BY sequence LIMIT :n"
                         ),
-                        {"id": task_id, "after": after, "n": _PAGE},
+                        {"id": task_id, "after": after, "n": limit},
                     )
                 ).all()
             )
+
+    async def _ended_at_or_before(self, task_id: uuid.UUID, sequence: int) -> bool:
+        """True when the task is terminal and its newest event is at or before sequence."""
+        async with self._deps.db.connection() as conn:
+            row = (
+                await conn.execute(
+                    text("SELECT state, last_sequence FROM tasks WHERE id = :id"), {"id": task_id}
+                )
+            ).one_or_none()
+        return row is None or (TaskState(row.state) in TERMINAL and row.last_sequence <= sequence)
 
     async def _is_last(self, task_id: uuid.UUID, sequence: int) -> bool:
         """True when sequence is the task's newest event (so a terminal one is current)."""
