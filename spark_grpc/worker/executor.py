@@ -62,7 +62,9 @@ async def execute_task(rt: WorkerRuntime, task_id: uuid.UUID) -> None:
             params={"worker": rt.name, "lease": rt.settings.lease_s},
             extra_where=_CLAIMABLE,
         )
-    if task is None:
+        # The source it runs on, in the same transaction: one round of BEGIN/COMMIT less.
+        source = await _source_of(session, task.workflow_id) if task is not None else None
+    if task is None or source is None:
         logger.info("task %s is not claimable (running elsewhere, finished or cancelled)", task_id)
         return
     attempt = task.attempt
@@ -71,11 +73,15 @@ async def execute_task(rt: WorkerRuntime, task_id: uuid.UUID) -> None:
         failure = Failure(DEADLINE_EXCEEDED, "the task's deadline passed before the attempt", False)
         await _record_failure(rt, task, failure)
         return
-    try:
-        adapter, flow_id = await _adapter_for_task(rt, task)
-    except _SourceDisabledError as err:
-        await _record_failure(rt, task, Failure(SOURCE_DISABLED, str(err), False))
+    if not source.enabled:
+        message = f"source {source.display_name!r} is disabled; enable it and retry the task"
+        await _record_failure(rt, task, Failure(SOURCE_DISABLED, message, False))
         return
+    api_key = rt.box.decrypt(source.api_key_ciphertext) if source.api_key_ciphertext else None
+    connection = sources.SourceConnection(
+        type=sources.SourceType(source.type), url=source.url, api_key=api_key
+    )
+    adapter, flow_id = adapter_for(connection, rt.http), source.remote_flow_id
     events = _EventWriter(rt, task_id, attempt)
     timeout = task.timeout_s
     if task.deadline_time is not None:
@@ -112,31 +118,18 @@ async def execute_task(rt: WorkerRuntime, task_id: uuid.UUID) -> None:
     await _record_success(rt, task, result)
 
 
-class _SourceDisabledError(Exception):
-    pass
-
-
-async def _adapter_for_task(rt: WorkerRuntime, task: Any) -> tuple[sources.SourceAdapter, str]:
-    async with rt.db.connection() as session:
-        row = (
-            await session.execute(
-                text(
-                    "SELECT w.remote_flow_id, s.type, s.url, s.api_key_ciphertext, s.enabled, "
-                    "s.display_name FROM workflows w JOIN sources s ON s.id = w.source_id "
-                    "WHERE w.id = :id"
-                ),
-                {"id": task.workflow_id},
-            )
-        ).one()
-    if not row.enabled:
-        raise _SourceDisabledError(
-            f"source {row.display_name!r} is disabled; enable it and retry the task"
+async def _source_of(conn: Any, workflow_id: uuid.UUID) -> Any:
+    """The workflow's remote flow id and its source's connection details."""
+    return (
+        await conn.execute(
+            text(
+                "SELECT w.remote_flow_id, s.type, s.url, s.api_key_ciphertext, s.enabled, "
+                "s.display_name FROM workflows w JOIN sources s ON s.id = w.source_id "
+                "WHERE w.id = :id"
+            ),
+            {"id": workflow_id},
         )
-    api_key = rt.box.decrypt(row.api_key_ciphertext) if row.api_key_ciphertext else None
-    connection = sources.SourceConnection(
-        type=sources.SourceType(row.type), url=row.url, api_key=api_key
-    )
-    return adapter_for(connection, rt.http), row.remote_flow_id
+    ).one_or_none()
 
 
 async def _heartbeat(
