@@ -281,7 +281,15 @@ def demo_source(
     _settings("demo-source")
     from spark_grpc.demo.fake_sources import main as run_fake
 
-    run_fake(host, port)
+    try:
+        run_fake(host, port)
+    except OSError as err:
+        typer.echo(
+            f"spark-grpc demo-source: cannot listen on {host}:{port} ({err.strerror}); is "
+            "another demo source running? Choose another port with --port.",
+            err=True,
+        )
+        raise typer.Exit(2) from None
 
 
 @app.command()
