@@ -106,9 +106,8 @@ def main() -> None:
                 stream = " (server stream)" if method.server_streaming else ""
                 print(f"### {method.name}{stream}\n")
                 print("```sh")
-                print(
-                    f"grpcurl -plaintext -d '{body}' 127.0.0.1:50051 {service.full_name}/{method.name}"
-                )
+                path = f"{service.full_name}/{method.name}"
+                print(f"grpcurl -plaintext -d '{body}' 127.0.0.1:50051 {path}")
                 print(f"buf curl --protocol grpc --http2-prior-knowledge --data '{body}' \\")
                 print(f"  http://127.0.0.1:50051/{service.full_name}/{method.name}")
                 print("```\n")
