@@ -384,6 +384,7 @@ def _chart(rows: list[dict[str, Any]], path: Path) -> None:
         color=["tab:green" if r["higher_is_better"] else "tab:blue" for r in shown],
     )
     ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xscale("log")  # ratios from 0.05 to 100 stay readable
     ax.set_xlabel("ours / baseline (p50); green: higher is better, blue: lower is better")
     ax.invert_yaxis()
     fig.tight_layout()
