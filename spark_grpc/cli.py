@@ -42,6 +42,9 @@ def _settings(process: str) -> Settings:
         typer.echo(f"spark-grpc {process}: invalid setting: {err}", err=True)
         raise typer.Exit(2) from None
     configure_logging(settings.log_level, settings.log_format, process)
+    from spark_grpc.tracing import configure_tracing
+
+    configure_tracing(settings.tracing, process)
     return settings
 
 

@@ -135,6 +135,10 @@ class Settings(BaseSettings):
             "key (see `spark-grpc webhook-secret`)."
         ),
     )
+    tracing: Literal["off", "console", "otlp"] = Field(
+        default="off",
+        description="OpenTelemetry spans: off, console (stdout) or otlp (OTEL_EXPORTER_OTLP_*).",
+    )
     metrics_address: str = Field(
         default="",
         description="host:port serving Prometheus /metrics; empty: off (dev: 127.0.0.1:9464).",

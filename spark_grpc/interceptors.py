@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.trace import SpanKind
 
 from spark_grpc.auth import Authorizer
 from spark_grpc.errors import (
@@ -33,6 +34,7 @@ from spark_grpc.errors import (
 )
 from spark_grpc.logs import request_id_var
 from spark_grpc.metrics import Metrics
+from spark_grpc.tracing import context_from_metadata, tracer
 
 logger = logging.getLogger(__name__)
 
@@ -83,10 +85,14 @@ class ErrorBoundaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
     the caller (authorizer) before any handler runs."""
 
     def __init__(
-        self, authorizer: Authorizer | None = None, metrics: Metrics | None = None
+        self,
+        authorizer: Authorizer | None = None,
+        metrics: Metrics | None = None,
+        tracing: bool = False,
     ) -> None:
         self._authorizer = authorizer
         self._metrics = metrics
+        self._tracing = tracing
 
     async def intercept_service(
         self,
@@ -100,8 +106,11 @@ class ErrorBoundaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
         deserializer = _safe_deserializer(handler.request_deserializer)
         auth = self._authorizer
         if handler.unary_unary is not None:
+            behavior = handler.unary_unary
+            if self._tracing:
+                behavior = _traced(method, behavior)
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(method, handler.unary_unary, auth, self._metrics),
+                _wrap_unary(method, behavior, auth, self._metrics),
                 request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -156,6 +165,19 @@ def _undecodable(method: str) -> InvalidArgumentError:
         f"the request body is not a valid {method.rsplit('/', 1)[-1]}Request protobuf message",
         reason="UNDECODABLE_REQUEST",
     )
+
+
+def _traced(
+    method: str, behavior: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+    """A server span per RPC, continuing the caller's traceparent if it sent one."""
+
+    async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        parent = context_from_metadata(context.invocation_metadata())
+        with tracer().start_as_current_span(method, context=parent, kind=SpanKind.SERVER):
+            return await behavior(request, context)
+
+    return handle
 
 
 async def _authorize(

@@ -238,7 +238,11 @@ def build_server(settings: Settings, deps: ServiceDeps) -> SparkServer:
     ``settings.listen_address`` (port 0 picks a free port; see ``SparkServer.port``)."""
     metrics = Metrics()
     server = grpc.aio.server(
-        interceptors=[ErrorBoundaryInterceptor(build_authorizer(settings, deps), metrics)],
+        interceptors=[
+            ErrorBoundaryInterceptor(
+                build_authorizer(settings, deps), metrics, tracing=settings.tracing != "off"
+            )
+        ],
         options=[
             ("grpc.max_send_message_length", settings.max_message_bytes),
             ("grpc.max_receive_message_length", settings.max_message_bytes),

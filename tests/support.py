@@ -105,6 +105,7 @@ def start_worker_process(
     env: dict[str, str], workdir: Path, *, concurrency: int = 2, extra: list[str] | None = None
 ) -> WorkerProcess:
     """Starts `python -m spark_grpc worker` and waits until its RQ workers registered."""
+    workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "worker.log"
     with log_path.open("ab") as log:
         process = subprocess.Popen(

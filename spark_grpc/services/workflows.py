@@ -51,6 +51,7 @@ from spark_grpc.services.tasks import (
 )
 from spark_grpc.tasks import store
 from spark_grpc.tasks.queue import enqueue_after_commit
+from spark_grpc.tracing import current_carrier
 from spark_grpc.validation import Validator, host_allowed
 
 _UPDATABLE = (
@@ -555,6 +556,7 @@ class WorkflowServicer(workflow_service_pb2_grpc.WorkflowServiceServicer):
                 parsed.append((workflow_id, override, timeout_s))
         v.raise_if_invalid()
         workflow_ids = list({p[0] for p in parsed})
+        trace_carrier = current_carrier()
         async with self._deps.db.connection() as session:
             found = {
                 r.id: r
@@ -603,6 +605,8 @@ class WorkflowServicer(workflow_service_pb2_grpc.WorkflowServiceServicer):
                         request_id=req.request_id or None,
                         request_hash=_run_fingerprint(req) if req.request_id else None,
                         webhook_url=req.webhook_url or workflow.webhook_url,
+                        # Stored on the row, so a re-enqueue by the sweeper keeps the trace.
+                        context={"trace": trace_carrier} if trace_carrier else {},
                     )
                 )
             written = await store.insert_tasks(session, new_tasks)

@@ -34,6 +34,7 @@ from spark_grpc.errors import SourceError
 from spark_grpc.sources import base as sources
 from spark_grpc.sources.registry import adapter_for
 from spark_grpc.tasks import store
+from spark_grpc.tracing import span_from_carrier
 from spark_grpc.worker.runtime import WorkerRuntime
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,19 @@ async def execute_task(rt: WorkerRuntime, task_id: uuid.UUID) -> None:
     if task is None or source is None:
         logger.info("task %s is not claimable (running elsewhere, finished or cancelled)", task_id)
         return
+    with span_from_carrier(
+        "spark.run_task",
+        (task.context or {}).get("trace"),
+        task_id=str(task_id),
+        attempt=task.attempt,
+        worker=rt.name,
+    ):
+        await _run_attempt(rt, task, source)
+
+
+async def _run_attempt(rt: WorkerRuntime, task: Any, source: Any) -> None:
+    """The claimed attempt: call the source under a lease, record the outcome."""
+    task_id = task.id
     attempt = task.attempt
     logger.info("task %s attempt %d started on %s", task_id, attempt, rt.name)
     if task.deadline_time is not None and task.deadline_time <= datetime.now(UTC):

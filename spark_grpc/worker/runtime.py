@@ -30,6 +30,7 @@ from spark_grpc.crypto import SecretBox
 from spark_grpc.db.session import Database, create_engine
 from spark_grpc.events.publisher import EventPublisher
 from spark_grpc.tasks.queue import QUEUE_NAME
+from spark_grpc.tracing import current_carrier
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,10 @@ class WorkerRuntime:
                     create_engine(settings, settings.database_url),
                     EventPublisher(settings.redis_url),
                 ),
-                http=httpx.AsyncClient(limits=httpx.Limits(max_connections=20)),
+                http=httpx.AsyncClient(
+                    limits=httpx.Limits(max_connections=20),
+                    event_hooks={"request": [_send_trace_context]},
+                ),
                 box=SecretBox(settings.encryption_keys),
                 loop=loop,
             )
@@ -175,6 +179,11 @@ class WorkerRuntime:
             finally:
                 with contextlib.suppress(Exception):
                     await client.aclose()
+
+
+async def _send_trace_context(request: httpx.Request) -> None:
+    """Carries the attempt's trace into the source call (W3C traceparent)."""
+    request.headers.update(current_carrier())
 
 
 _current: WorkerRuntime | None = None
