@@ -56,8 +56,9 @@ gen: install $(BUF) $(TS)/node_modules/.bin/protoc-gen-es  ## regenerate every s
 	$(PY) tools/gen_python.py $(VENV)/spark.binpb
 	$(BUF) generate --template clients/go/buf.gen.go.yaml
 	$(BUF) generate --template $(TS)/buf.gen.ts.yaml
+	BUF=$(BUF) PYTHON=$(PYTHON) clients/python/tools/gen
 
-GENERATED := spark_grpc/_gen clients/go/gen clients/typescript/src/gen
+GENERATED := spark_grpc/_gen clients/go/gen clients/typescript/src/gen clients/python/src/spark_client/_gen
 
 gen-check: gen  ## fail when the committed generated code differs from `make gen`
 	@git diff --exit-code --stat -- $(GENERATED) || { echo "generated code is stale: run make gen and commit"; exit 1; }
@@ -79,4 +80,4 @@ migrate-check: install  ## alembic check (no drift) and an upgrade/downgrade/upg
 	$(VENV)/bin/pytest -q tests/integration/test_migrations.py
 
 clean:  ## remove the virtualenv, caches and the local data directory
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .spark tools/node_modules $(TS)/node_modules $(TS)/dist
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .spark tools/node_modules $(TS)/node_modules $(TS)/dist clients/python/.venv-gen clients/python/.venv-test
