@@ -155,8 +155,8 @@ class SparkClient:
     ``sources``, ``workflows``, ``tasks``, ``schedules`` and ``workers`` are the generated
     stubs with the API key and the default deadline set (a call may pass its own
     ``timeout=``), and their idempotent calls retried. ``streams`` is a TaskService stub
-    without a deadline, for WatchTask / WatchTasks (see :mod:`spark_client.watch`). Use as ``async with``, or
-    :meth:`aclose` it.
+    without a deadline, for WatchTask / WatchTasks (see :mod:`spark_client.watch`). Use
+    as ``async with``, or :meth:`aclose` it.
     """
 
     def __init__(
