@@ -6,6 +6,7 @@ service ever sees a driver exception.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -124,11 +125,16 @@ class Database:
         events: list[dict[str, Any]] = []
         try:
             async with self.engine.begin() as conn:
+                # The data layer appends to this list; it is ours to publish, so nothing
+                # needs the connection after an error (an invalidated connection raises
+                # on any access, which would hide the original error or a cancel).
+                conn.info[EVENTS_KEY] = events
                 try:
                     yield conn
                 finally:
                     # Connection info outlives the checkout: never leave events behind.
-                    events = conn.info.pop(EVENTS_KEY, [])
+                    with contextlib.suppress(Exception):
+                        conn.info.pop(EVENTS_KEY, None)
         except _DB_ERRORS as err:
             if is_connection_error(err):
                 logger.warning("database unavailable: %s", type(err).__name__)
