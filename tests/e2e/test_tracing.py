@@ -20,10 +20,11 @@ async def test_trace_context_reaches_the_source(
 ) -> None:
     env = {**server_env, "SPARK_TRACING": "console"}
     server = start_server_process(env, tmp_path / "server")
-    # The session's workers (untraced) may take a run too: run until the traced worker has.
-    workers = start_worker_process(env, tmp_path / "workers", concurrency=1)
+    workers = None
     trace_id = secrets.token_hex(16)
     try:
+        # The session's workers (untraced) may take a run too: run until the traced one has.
+        workers = start_worker_process(env, tmp_path / "workers", concurrency=1)
         async with grpc.aio.insecure_channel(server.address) as channel:
             stubs = Stubs(channel)
             workflow_id = await echo_workflow(stubs, fake)
@@ -44,5 +45,6 @@ async def test_trace_context_reaches_the_source(
         await asyncio.sleep(0.5)  # the console exporter flushes every 200 ms
         assert trace_id in server.log(), "the server's RPC span joined the caller's trace"
     finally:
-        workers.stop()
+        if workers is not None:
+            workers.stop()
         server.stop()
