@@ -7,6 +7,7 @@ Each test starts from empty tables (truncated before it runs) and can run alone.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -169,7 +170,16 @@ async def pg(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 async def reset_state(pg: asyncpg.Connection, fake: FakeSources) -> None:
     """Empty tables and fake sources that behave: what every e2e test starts from."""
-    await pg.execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
+    # Workers and sweepers of earlier tests may still be writing: TRUNCATE's exclusive
+    # locks can then deadlock with them, and Postgres aborts one side; just try again.
+    for attempt in range(5):
+        try:
+            await pg.execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
+            break
+        except asyncpg.DeadlockDetectedError:
+            if attempt == 4:
+                raise
+            await asyncio.sleep(0.2)
     for kind in KINDS:
         fake.state.configure(kind, reset=True)
         fake.state.requests(kind).clear()
