@@ -8,7 +8,6 @@ exactly one wins; the others get no row back and do nothing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from collections.abc import Iterable, Sequence
@@ -50,11 +49,6 @@ class NewTask:
     request_hash: bytes | None = None
     context: dict[str, Any] = field(default_factory=dict)
     webhook_url: str = ""
-
-
-def request_fingerprint(*parts: Any) -> bytes:
-    """A stable hash of a run request (request_id excluded), to tell a retry from misuse."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).digest()
 
 
 async def insert_tasks(conn: Conn, tasks: Sequence[NewTask]) -> list[tuple[Row[Any], bool]]:
