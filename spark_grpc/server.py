@@ -29,6 +29,8 @@ from spark_grpc._gen.spark.v1 import (
     schedule_service_pb2_grpc,
     source_service_pb2,
     source_service_pb2_grpc,
+    system_service_pb2,
+    system_service_pb2_grpc,
     task_service_pb2,
     task_service_pb2_grpc,
     worker_service_pb2,
@@ -50,6 +52,7 @@ from spark_grpc.pagination import PageTokens
 from spark_grpc.services.deps import ServiceDeps
 from spark_grpc.services.schedules import ScheduleServicer
 from spark_grpc.services.sources import SourceServicer
+from spark_grpc.services.system import SystemServicer
 from spark_grpc.services.tasks import TaskServicer
 from spark_grpc.services.workers import WorkerServicer
 from spark_grpc.services.workflows import WorkflowServicer
@@ -64,6 +67,7 @@ SERVICE_NAMES = (
     task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
     schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"].full_name,
     worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
+    system_service_pb2.DESCRIPTOR.services_by_name["SystemService"].full_name,
 )
 
 # Keepalive suited to long-lived streams behind proxies: ping idle connections every 30 s,
@@ -262,6 +266,7 @@ def build_server(settings: Settings, deps: ServiceDeps) -> SparkServer:
         ScheduleServicer(deps), server
     )
     worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(deps), server)  # type: ignore[no-untyped-call]
+    system_service_pb2_grpc.add_SystemServiceServicer_to_server(SystemServicer(deps), server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection:

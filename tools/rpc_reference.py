@@ -10,6 +10,7 @@ import json
 from spark_grpc._gen.spark.v1 import (
     schedule_service_pb2,
     source_service_pb2,
+    system_service_pb2,
     task_service_pb2,
     worker_service_pb2,
     workflow_service_pb2,
@@ -82,6 +83,7 @@ EXAMPLES: dict[str, dict[str, object]] = {
         "end_time": "2026-11-30T01:00:00Z",
     },
     "ListWorkers": {},
+    "GetSystemStatus": {},
 }
 
 
@@ -98,6 +100,7 @@ def main() -> None:
         task_service_pb2,
         schedule_service_pb2,
         worker_service_pb2,
+        system_service_pb2,
     ):
         for service in module.DESCRIPTOR.services_by_name.values():
             print(f"## {service.full_name}\n")

@@ -8,7 +8,9 @@ scheduler killed mid-claim loses nothing (its transaction rolls back; another re
 its restart, claims the row again).
 
 Between ticks it sleeps until the earliest ``next_fire_at``, woken early when a schedule
-changes (a message on Redis) — no polling of Postgres while nothing is due.
+changes (a message on Redis) — no polling of Postgres while nothing is due. Each scheduler
+keeps a presence key in Redis (``spark:scheduler:<host>.<pid>``, refreshed every 5 s,
+expiring after 15 s) with its latest tick, which GetSystemStatus reports.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -31,6 +36,7 @@ from spark_grpc.db.session import Database, create_engine
 from spark_grpc.domain import schedules as maths
 from spark_grpc.errors import DatabaseUnavailableError
 from spark_grpc.events.publisher import EventPublisher
+from spark_grpc.presence import announce_presence
 from spark_grpc.schedules.firing import (
     Overlap,
     WorkflowOfRow,
@@ -45,6 +51,8 @@ logger = logging.getLogger(__name__)
 
 #: Redis channel on which the service says "a schedule changed: look again".
 WAKE_CHANNEL = "spark:schedules"
+#: Presence keys of live schedulers (see spark_grpc.presence), read by GetSystemStatus.
+PRESENCE_PREFIX = "spark:scheduler:"
 _BATCH = 100
 #: The longest sleep: a lost wake-up message delays a changed schedule by at most this.
 MAX_SLEEP_S = 30.0
@@ -220,10 +228,31 @@ class Scheduler:
         self.redis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
         self._wake = asyncio.Event()
         self.lateness_s: list[float] = []
+        #: What the presence heartbeat reports.
+        self.name = f"{socket.gethostname()}.{os.getpid()}"
+        self.started_at = time.time()
+        self.last_tick_time: float | None = None
+        self.last_tick_error = ""
+        self.fired_count = 0
+
+    def presence(self) -> dict[str, object]:
+        """This scheduler as GetSystemStatus shows it."""
+        return {
+            "name": self.name,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "start_time": self.started_at,
+            "last_tick_time": self.last_tick_time,
+            "last_tick_error": self.last_tick_error,
+            "fired": self.fired_count,
+        }
 
     async def run(self, stop: asyncio.Event) -> None:
         """Ticks until stop is set."""
         listener = asyncio.create_task(self._listen())
+        presence = asyncio.create_task(
+            announce_presence(self.settings.redis_url, PRESENCE_PREFIX + self.name, self.presence)
+        )
         try:
             while not stop.is_set():
                 sleep_s = await self._tick_once()
@@ -236,9 +265,10 @@ class Scheduler:
                 for w in waits:
                     w.cancel()
         finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            for task in (listener, presence):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await self.redis.aclose()
             self.queue.close()
             await self.db.close()
@@ -259,18 +289,26 @@ class Scheduler:
                     result.schedules,
                     max(result.lateness_s),
                 )
+            self.fired_count += len(result.fired)
             if result.schedules == _BATCH:
+                self._ticked("")
                 return 0.0  # more are due right now
             due, buffered = await earliest_due(self.db)
         except DatabaseUnavailableError as err:
             logger.warning("scheduler tick skipped: %s", err)
+            self._ticked(str(err))
             return 1.0
+        self._ticked("")
         sleep_s = MAX_SLEEP_S
         if due is not None:
             sleep_s = min(sleep_s, max(0.0, (due - datetime.now(UTC)).total_seconds()))
         if buffered:
             sleep_s = min(sleep_s, BUFFER_POLL_S)
         return sleep_s
+
+    def _ticked(self, error: str) -> None:
+        self.last_tick_time = time.time()
+        self.last_tick_error = error
 
     async def _listen(self) -> None:
         while True:

@@ -23,6 +23,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from spark_grpc._gen.spark.v1 import (
     schedule_service_pb2,
     source_pb2,
+    system_service_pb2,
+    system_service_pb2_grpc,
     task_service_pb2,
     worker_service_pb2,
     workflow_service_pb2,
@@ -41,7 +43,14 @@ from tests.support import (
     status_details,
 )
 
-SERVICES = [ss, workflow_service_pb2, task_service_pb2, schedule_service_pb2, worker_service_pb2]
+SERVICES = [
+    ss,
+    workflow_service_pb2,
+    task_service_pb2,
+    schedule_service_pb2,
+    worker_service_pb2,
+    system_service_pb2,
+]
 
 
 def create_key(env: dict[str, str], scope: str, name: str = "test") -> str:
@@ -127,6 +136,11 @@ async def test_read_key_reads_but_cannot_write(
         as_read = (("authorization", f"Bearer {read}"),)
         as_write = (("x-api-key", write),)  # the original's header works too
         await stubs.sources.ListSources(ss.ListSourcesRequest(), metadata=as_read)
+        system = system_service_pb2_grpc.SystemServiceStub(channel)
+        status = await system.GetSystemStatus(
+            system_service_pb2.GetSystemStatusRequest(), metadata=as_read
+        )
+        assert status.database.reachable
         err = await expect_error(
             stubs.workflows.RunWorkflow(
                 workflow_service_pb2.RunWorkflowRequest(

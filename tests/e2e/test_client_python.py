@@ -1,13 +1,14 @@
-"""The Python client (clients/python) against real parts: a server process, workers, the
-fake LangFlow (and a slow one), and a second server with TLS and API keys required.
+"""The Python client (clients/python) against real parts: a server process, workers, a
+scheduler, the fake LangFlow (and a slow one), a second server with TLS and API keys
+required, and a third whose PostgreSQL and Redis are down.
 
 The repository's venv has neither betterproto2 nor grpclib, so the client runs in its own
 venv, clients/python/.venv-test (pinned clients/python/requirements-test.txt plus the
 client installed editable), made once and reused until those pins or the client's
 pyproject change. In it: the quickstart example, twice (re-runs reuse what exists), and
 the client's own tests (clients/python/tests: errors and their details, TLS + API key,
-deadlines, streams resumed after a cut connection). Skipped only when that venv cannot be
-made (no network and no pip cache).
+deadlines, streams resumed after a cut connection, the ``spark`` command line). Skipped
+only when that venv cannot be made (no network and no pip cache).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import hashlib
 import ipaddress
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -30,7 +32,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from spark_grpc.demo.fake_sources import FakeSources, run_fake_sources
-from tests.support import ServerProcess, WorkerProcess, start_server_process
+from tests.support import (
+    ServerProcess,
+    WorkerProcess,
+    start_scheduler_process,
+    start_server_process,
+)
 
 CLIENT = Path(__file__).resolve().parents[2] / "clients" / "python"
 VENV = CLIENT / ".venv-test"
@@ -160,7 +167,7 @@ def secured(
     server_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, str]]:
     """A server with TLS and API keys required, on the same database; yields the client's
-    variables for it: address, CA file and a write key."""
+    variables for it: address, CA file, a write key and a read key."""
     tmp = tmp_path_factory.mktemp("py-secured")
     ca, cert, key = _ca_and_server_cert(tmp)
     env = {
@@ -170,20 +177,71 @@ def secured(
         "SPARK_TLS_CERT_FILE": str(cert),
         "SPARK_TLS_KEY_FILE": str(key),
     }
-    out = subprocess.run(
-        [sys.executable, "-m", "spark_grpc", "keys", "create", "--name", "py", "--scope", "write"],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+
+    def create_key(scope: str) -> str:
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "spark_grpc",
+                "keys",
+                "create",
+                "--name",
+                "py",
+                "--scope",
+                scope,
+            ],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return out.strip().splitlines()[-1]
+
+    write_key, read_key = create_key("write"), create_key("read")
     proc = start_server_process(env, tmp)
     try:
         yield {
             "SPARK_SECURED_ADDRESS": proc.address,
             "SPARK_SECURED_TLS_CA": str(ca),
-            "SPARK_SECURED_API_KEY": out.strip().splitlines()[-1],
+            "SPARK_SECURED_API_KEY": write_key,
+            "SPARK_SECURED_READ_API_KEY": read_key,
         }
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def scheduler(
+    server_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    """A scheduler process on the session's database and Redis (what `spark status` shows)."""
+    proc = start_scheduler_process(server_env, tmp_path_factory.mktemp("py-scheduler"))
+    try:
+        yield {"SPARK_SCHEDULER_PID": str(proc.process.pid)}
+    finally:
+        proc.stop()
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server_without_backends(
+    server_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    """A server whose PostgreSQL and Redis are not there (nothing listens on their ports)."""
+    env = {
+        **server_env,
+        "SPARK_DATABASE_URL": f"postgresql+asyncpg://spark:spark@127.0.0.1:{_closed_port()}/spark",
+        "SPARK_REDIS_URL": f"redis://127.0.0.1:{_closed_port()}/0",
+    }
+    proc = start_server_process(env, tmp_path_factory.mktemp("py-down"))
+    try:
+        yield {"SPARK_DOWN_ADDRESS": proc.address}
     finally:
         proc.stop()
 
@@ -229,12 +287,16 @@ async def test_client_suite_errors_deadlines_and_resumed_streams(
     fake: FakeSources,
     slow_fake: FakeSources,
     secured: dict[str, str],
+    scheduler: dict[str, str],
+    server_without_backends: dict[str, str],
 ) -> None:
     env = {
         "SPARK_ADDRESS": server.address,
         "SPARK_DEMO_SOURCE_URL": fake.url("langflow"),
         "SPARK_SLOW_SOURCE_URL": slow_fake.url("langflow"),
         **secured,
+        **scheduler,
+        **server_without_backends,
     }
     out = await run(client_python, "-m", "pytest", "-v", "-p", "no:cacheprovider", env=env)
     assert " passed" in out and "skipped" not in out, out

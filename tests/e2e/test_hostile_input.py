@@ -22,6 +22,7 @@ from spark_grpc._gen.spark.v1 import (
     source_pb2,
     source_service_pb2,
     source_service_pb2_grpc,
+    system_service_pb2,
     task_service_pb2,
     worker_service_pb2,
     workflow_service_pb2,
@@ -35,6 +36,7 @@ MODULES = [
     task_service_pb2,
     schedule_service_pb2,
     worker_service_pb2,
+    system_service_pb2,
 ]
 METHODS = [
     (f"/{service.full_name}/{m.name}", m)

@@ -114,6 +114,7 @@ _WorkflowStub = _retrying(v1.WorkflowServiceStub)
 _TaskStub = _retrying(v1.TaskServiceStub)
 _ScheduleStub = _retrying(v1.ScheduleServiceStub)
 _WorkerStub = _retrying(v1.WorkerServiceStub)
+_SystemStub = _retrying(v1.SystemServiceStub)
 
 
 class _Channel(Channel):
@@ -150,10 +151,10 @@ class _Channel(Channel):
 
 
 class SparkClient:
-    """The five async services over one grpclib channel.
+    """The six async services over one grpclib channel.
 
-    ``sources``, ``workflows``, ``tasks``, ``schedules`` and ``workers`` are the generated
-    stubs with the API key and the default deadline set (a call may pass its own
+    ``sources``, ``workflows``, ``tasks``, ``schedules``, ``workers`` and ``system`` are the
+    generated stubs with the API key and the default deadline set (a call may pass its own
     ``timeout=``), and their idempotent calls retried. ``streams`` is a TaskService stub
     without a deadline, for WatchTask / WatchTasks (see :mod:`spark_client.watch`). Use
     as ``async with``, or :meth:`aclose` it.
@@ -177,6 +178,9 @@ class SparkClient:
             channel, timeout=default_timeout, metadata=md
         )
         self.workers: v1.WorkerServiceStub = _WorkerStub(
+            channel, timeout=default_timeout, metadata=md
+        )
+        self.system: v1.SystemServiceStub = _SystemStub(
             channel, timeout=default_timeout, metadata=md
         )
         self.streams = v1.TaskServiceStub(channel, metadata=md)
@@ -280,7 +284,7 @@ class _Defaults(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercep
 
 
 class SparkSyncClient:
-    """The four sync services over one grpcio channel (see :func:`connect_sync`). Use as
+    """The six sync services over one grpcio channel (see :func:`connect_sync`). Use as
     ``with``, or :meth:`close` it."""
 
     def __init__(self, channel: grpc.Channel) -> None:
@@ -290,6 +294,7 @@ class SparkSyncClient:
         self.tasks = v1.TaskServiceSyncStub(channel)
         self.schedules = v1.ScheduleServiceSyncStub(channel)
         self.workers = v1.WorkerServiceSyncStub(channel)
+        self.system = v1.SystemServiceSyncStub(channel)
 
     def close(self) -> None:
         self.channel.close()
