@@ -20,6 +20,7 @@ import typer
 from cryptography.fernet import Fernet
 from pydantic import ValidationError
 
+from spark_grpc import loops
 from spark_grpc.config import Settings
 from spark_grpc.errors import ConfigurationError
 from spark_grpc.logs import configure_logging
@@ -73,7 +74,7 @@ def serve(
     from spark_grpc.server import serve as run_server
 
     try:
-        asyncio.run(run_server(settings, database_url, ready_file=ready_file))
+        loops.run(run_server(settings, database_url, ready_file=ready_file), settings.event_loop)
     except ConfigurationError as err:
         typer.echo(f"spark-grpc serve: {err.message}", err=True)
         raise typer.Exit(2) from None

@@ -76,6 +76,21 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(
         default=defaults.WORKER_CONCURRENCY, ge=1, description="Worker processes per `worker`."
     )
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        default="auto",
+        description="The asyncio loop of every process: auto picks uvloop when installed.",
+    )
+    worker_slots: int = Field(
+        default=defaults.WORKER_SLOTS,
+        ge=1,
+        le=1000,
+        description="Attempts each worker process runs at once (1: one task at a time).",
+    )
+    worker_drain_s: float = Field(
+        default=defaults.WORKER_DRAIN_S,
+        ge=0,
+        description="On SIGTERM, how long a worker process lets its running attempts finish.",
+    )
     inline_output_bytes: int = Field(
         default=defaults.INLINE_OUTPUT_BYTES,
         ge=1024,

@@ -42,8 +42,16 @@ SWEEP_GRACE_S = 1.0
 #: A QUEUED task whose job Redis no longer has is re-queued after this long.
 QUEUED_CHECK_AFTER_S = 5.0
 
-#: Worker processes started by `spark-grpc worker` (RQ runs one job per process).
+#: Worker processes started by `spark-grpc worker`.
 WORKER_CONCURRENCY = 2
+
+#: Attempts one worker process runs at once. A source call is mostly waiting on the
+#: network, so a process takes its next job as soon as it has claimed the previous one.
+WORKER_SLOTS = 8
+
+#: On SIGTERM, how long a worker process waits for its running attempts before it stops
+#: them (their leases then expire and the sweeper retries them elsewhere).
+WORKER_DRAIN_S = 20.0
 
 #: Answers larger than this (as JSON) stay out of GetTask; they are stored as output chunk
 #: events of OUTPUT_CHUNK_BYTES each, so every response fits the message limit.

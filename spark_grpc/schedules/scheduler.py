@@ -30,7 +30,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
 
-from spark_grpc import defaults
+from spark_grpc import defaults, loops
 from spark_grpc.config import Settings
 from spark_grpc.db.session import Database, create_engine
 from spark_grpc.domain import schedules as maths
@@ -343,7 +343,7 @@ def run_scheduler(settings: Settings) -> None:
         await Scheduler(settings).run(stop)
         logger.info("scheduler stopped")
 
-    asyncio.run(main())
+    loops.run(main(), settings.event_loop)
 
 
 __all__ = ["Scheduler", "announce_change", "run_scheduler", "tick", "timedelta"]

@@ -52,7 +52,24 @@ class _LostLease(Exception):
 
 
 async def execute_task(rt: WorkerRuntime, task_id: uuid.UUID) -> None:
-    """Runs the next attempt of a task, if it is still there to be claimed."""
+    """Claims a task and runs its attempt to the end (a forked job horse does this)."""
+    claimed = await claim_task(rt, task_id)
+    if claimed is not None:
+        await run_claimed(rt, *claimed)
+
+
+async def start_task(rt: WorkerRuntime, task_id: uuid.UUID) -> bool:
+    """Claims a task and leaves its attempt running in the background, in the slot the
+    job took. False when there was nothing to claim (the caller gives the slot back)."""
+    claimed = await claim_task(rt, task_id)
+    if claimed is None:
+        return False
+    rt.spawn(run_claimed(rt, *claimed))
+    return True
+
+
+async def claim_task(rt: WorkerRuntime, task_id: uuid.UUID) -> tuple[Any, Any] | None:
+    """The next attempt of a task, if it is still there to be claimed, with its source."""
     async with rt.db.connection() as session:
         task = await store.transition(
             session,
@@ -67,11 +84,16 @@ async def execute_task(rt: WorkerRuntime, task_id: uuid.UUID) -> None:
         source = await _source_of(session, task.workflow_id) if task is not None else None
     if task is None or source is None:
         logger.info("task %s is not claimable (running elsewhere, finished or cancelled)", task_id)
-        return
+        return None
+    return task, source
+
+
+async def run_claimed(rt: WorkerRuntime, task: Any, source: Any) -> None:
+    """Runs a claimed attempt under its trace."""
     with span_from_carrier(
         "spark.run_task",
         (task.context or {}).get("trace"),
-        task_id=str(task_id),
+        task_id=str(task.id),
         attempt=task.attempt,
         worker=rt.name,
     ):
@@ -119,17 +141,19 @@ async def _run_attempt(rt: WorkerRuntime, task: Any, source: Any) -> None:
         if not call.cancelled():
             raise  # this coroutine itself is being cancelled (shutdown, RQ timeout)
         logger.info("task %s attempt %d stopped: cancelled or lease lost", task_id, attempt)
+        await events.close()
         return
     except SourceError as err:
-        await _record_failure(rt, task, _failure_from(err))
+        await _record_failure(rt, task, _failure_from(err), await events.close())
         return
     finally:
         rt.running.pop(task_id, None)
         heartbeat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await heartbeat
-        await events.close()  # streamed events land before the outcome is recorded
-    await _record_success(rt, task, result)
+        events.stop()  # whatever raised above: the writer does not outlive the attempt
+    # The events still waiting go in the same transaction as the outcome, before it.
+    await _record_success(rt, task, result, await events.close())
 
 
 async def _source_of(conn: Any, workflow_id: uuid.UUID) -> Any:
@@ -176,7 +200,8 @@ async def _heartbeat(
 
 class _EventWriter:
     """Writes a run's streamed events in small batches: each batch one transaction, each
-    event its own sequence. Tokens that arrive while a batch is written join the next."""
+    event its own sequence. Tokens that arrive while a batch is written join the next;
+    the ones left when the call ends are handed to the outcome's transaction."""
 
     def __init__(self, rt: WorkerRuntime, task_id: uuid.UUID, attempt: int) -> None:
         self._rt = rt
@@ -207,16 +232,27 @@ class _EventWriter:
                 self._pending.append(("log", {"level": "LOG_LEVEL_INFO", "message": piece}))
         self._wake.set()
 
-    async def close(self) -> None:
-        """Writes what is left and stops."""
+    async def close(self) -> list[tuple[str, dict[str, Any]]]:
+        """Waits for the batch being written and returns the events not yet written."""
         self._closed = True
         self._wake.set()
-        await self._writer
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._writer
+        left, self._pending = self._pending, []
+        return left
+
+    def stop(self) -> None:
+        """Stops the writer if close() was never reached."""
+        if not self._writer.done():
+            self._closed = True
+            self._wake.set()
 
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            if self._closed:
+                return  # the rest goes with the outcome
             batch, self._pending = self._pending, []
             if batch:
                 try:
@@ -229,8 +265,6 @@ class _EventWriter:
                         self._task_id,
                         exc_info=True,
                     )
-            if self._closed and not self._pending:
-                return
 
 
 def _failure_from(err: SourceError) -> Failure:
@@ -243,7 +277,12 @@ def _failure_from(err: SourceError) -> Failure:
     )
 
 
-async def _record_failure(rt: WorkerRuntime, task: Any, failure: Failure) -> None:
+async def _record_failure(
+    rt: WorkerRuntime,
+    task: Any,
+    failure: Failure,
+    events: list[tuple[str, dict[str, Any]]] | None = None,
+) -> None:
     policy = RetryPolicy.from_json(task.retry_policy)
     state, when = next_state_after_failure(
         policy,
@@ -254,6 +293,8 @@ async def _record_failure(rt: WorkerRuntime, task: Any, failure: Failure) -> Non
         deadline=task.deadline_time,
     )
     async with rt.db.connection() as session:
+        if events:
+            await store.append_events(session, task.id, task.attempt, events)
         row = await store.transition(
             session,
             task.id,
@@ -273,12 +314,19 @@ async def _record_failure(rt: WorkerRuntime, task: Any, failure: Failure) -> Non
         )
 
 
-async def _record_success(rt: WorkerRuntime, task: Any, result: sources.RunResult) -> None:
+async def _record_success(
+    rt: WorkerRuntime,
+    task: Any,
+    result: sources.RunResult,
+    events: list[tuple[str, dict[str, Any]]],
+) -> None:
     encoded = json.dumps(result.output, separators=(",", ":"))
     size = len(encoded.encode())
     limit = rt.settings.inline_output_bytes
     truncated = size > limit
     async with rt.db.connection() as session:
+        if events:
+            await store.append_events(session, task.id, task.attempt, events)
         if truncated:
             # Too big for a response: the whole answer goes into the event log in chunks.
             step = defaults.OUTPUT_CHUNK_BYTES

@@ -7,14 +7,25 @@ import uuid
 
 from spark_grpc.config import Settings
 from spark_grpc.worker import runtime
-from spark_grpc.worker.executor import execute_task
+from spark_grpc.worker.executor import execute_task, start_task
 
 
 def run_task(task_id: str) -> None:
-    """Runs the next attempt of a task (RQ calls this in a worker process)."""
+    """Claims the next attempt of a task and starts it (RQ calls this in a worker process).
+
+    In a non-forking worker the job returns once the claim is committed: the attempt runs
+    on in one of the process's slots, under its lease. A forked job horse cannot outlive
+    its job, so it runs the attempt to the end.
+    """
     rt = runtime.current()
     if rt is not None:
-        rt.run(execute_task(rt, uuid.UUID(task_id)))
+        rt.take_slot()
+        started = False
+        try:
+            started = rt.run(start_task(rt, uuid.UUID(task_id)))
+        finally:
+            if not started:
+                rt.release_slot()
         return
     # A forking worker's job horse: no shared loop survives the fork, so build one.
     asyncio.run(_run_in_fresh_runtime(uuid.UUID(task_id)))

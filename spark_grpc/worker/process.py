@@ -1,9 +1,12 @@
 """The worker processes: ``spark-grpc worker --concurrency N`` supervises N RQ worker
-processes (RQ runs one job at a time per process) and runs the sweeper.
+processes and runs the sweeper.
 
-Each RQ worker is non-forking by default (a fork costs ~15 ms a job on 2 cores); a slow
-source occupies one process and never stalls the others. ``--fork`` uses RQ's forking
-Worker instead, for jobs that must not share a process.
+Each RQ worker is non-forking by default (a fork costs ~15 ms a job on 2 cores) and runs
+up to ``SPARK_WORKER_SLOTS`` attempts at once: its job claims the task and returns, the
+attempt runs on in the process's event loop, and the worker takes its next job from Redis
+only while a slot is free, so jobs wait in Redis (where any worker can take them), never
+inside a busy process. ``--fork`` uses RQ's forking Worker instead, one attempt per
+process at a time, for jobs that must not share a process.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import time
 
 import httpx
 from rq import Queue, SimpleWorker, Worker
+from rq.job import Job
 
+from spark_grpc import loops
 from spark_grpc.config import Settings
 from spark_grpc.db.session import Database, create_engine
 from spark_grpc.events.publisher import EventPublisher
@@ -32,15 +37,33 @@ from spark_grpc.worker.sweeper import run_sweeper
 logger = logging.getLogger(__name__)
 
 
+class SlotWorker(SimpleWorker):
+    """RQ's SimpleWorker that takes a job only while its runtime has a free slot."""
+
+    runtime: runtime.WorkerRuntime
+
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
+        while not self.runtime.wait_for_slot(timeout=1.0):
+            self.heartbeat()  # all slots busy: stay listed as alive, stop if asked
+            if self._stop_requested:
+                return None
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
+
 def run_worker_process(settings: Settings, name: str, *, fork: bool) -> None:
-    """One RQ worker process, until SIGTERM (finishes its current job first)."""
+    """One RQ worker process, until SIGTERM (lets its running attempts finish first)."""
     rt = runtime.WorkerRuntime.start(settings, name) if not fork else None
     runtime.set_current(rt)
     connection = redis_connection(settings.redis_url)
-    worker_class = Worker if fork else SimpleWorker
-    worker = worker_class(
-        [Queue(QUEUE_NAME, connection=connection)], connection=connection, name=name
-    )
+    queues = [Queue(QUEUE_NAME, connection=connection)]
+    worker: Worker | SimpleWorker
+    if rt is None:
+        worker = Worker(queues, connection=connection, name=name)
+    else:
+        worker = SlotWorker(queues, connection=connection, name=name)
+        worker.runtime = rt
     logger.info("worker %s ready to take tasks from %s", name, QUEUE_NAME)
     try:
         # RQ logs two INFO lines per job; ours (task started, succeeded) say more.
@@ -114,7 +137,7 @@ def supervise(settings: Settings, concurrency: int, *, fork: bool, sweeper: bool
             for child in children.values():
                 if child.poll() is None:
                     child.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + settings.worker_drain_s + 15
             for child in children.values():
                 remaining = max(0.1, deadline - time.monotonic())
                 try:
@@ -128,4 +151,4 @@ def supervise(settings: Settings, concurrency: int, *, fork: bool, sweeper: bool
             await db.close()
             logger.info("workers stopped")
 
-    asyncio.run(main())
+    loops.run(main(), settings.event_loop)

@@ -1,9 +1,12 @@
-"""One long-lived asyncio loop per worker process, in a thread.
+"""One long-lived asyncio loop per worker process, in a thread, running up to N attempts.
 
 RQ runs jobs synchronously and (for ``async def`` jobs) on a new event loop per job, which
 breaks pooled clients. Instead each worker process keeps one loop in a thread with its
-Postgres pool, HTTP client and cancel subscription; a job hands its coroutine to that loop
-with ``run_coroutine_threadsafe`` and waits.
+Postgres pool, HTTP client and cancel subscription. A job hands the claim to that loop,
+which then runs the attempt in the background in one of the process's slots; RQ's thread
+takes the next job only while a slot is free (see ``SlotWorker``). The lease in Postgres,
+not the RQ job, is what makes a claimed attempt survive the process: a killed process's
+attempts are retried by the sweeper once their leases expire.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any, TypeVar
 import httpx
 import redis.asyncio as aioredis
 
-from spark_grpc import defaults
+from spark_grpc import defaults, loops
 from spark_grpc.config import Settings
 from spark_grpc.crypto import SecretBox
 from spark_grpc.db.session import Database, create_engine
@@ -54,6 +57,11 @@ class WorkerRuntime:
     loop: asyncio.AbstractEventLoop
     #: Source calls in flight, by task id, so a cancel message can stop them.
     running: dict[uuid.UUID, asyncio.Task[Any]] = field(default_factory=dict)
+    #: The attempts running in the background (one per slot taken).
+    attempts: set[asyncio.Task[None]] = field(default_factory=set)
+    #: Free slots; RQ's thread waits on it before it takes a job from Redis.
+    slots: threading.Condition = field(default_factory=threading.Condition)
+    free_slots: int = 1
     #: What the presence heartbeat reports (ListWorkers).
     succeeded: int = 0
     failed: int = 0
@@ -65,7 +73,7 @@ class WorkerRuntime:
     @classmethod
     def start(cls, settings: Settings, name: str) -> WorkerRuntime:
         """Starts the loop thread and opens the shared clients on it."""
-        loop = asyncio.new_event_loop()
+        loop = loops.new_event_loop(settings.event_loop)
         thread = threading.Thread(target=loop.run_forever, name="spark-worker-loop", daemon=True)
         thread.start()
 
@@ -83,6 +91,7 @@ class WorkerRuntime:
                 ),
                 box=SecretBox(settings.encryption_keys),
                 loop=loop,
+                free_slots=settings.worker_slots,
             )
             runtime._listener = asyncio.create_task(runtime._listen_for_cancels())
             runtime._presence = asyncio.create_task(runtime._announce_presence())
@@ -103,10 +112,51 @@ class WorkerRuntime:
             future.cancel()
             raise
 
+    def wait_for_slot(self, timeout: float) -> bool:
+        """Waits until a slot is free (RQ's thread, before it takes a job). Blocking."""
+        with self.slots:
+            return self.slots.wait_for(lambda: self.free_slots > 0, timeout)
+
+    def take_slot(self) -> None:
+        """Takes a free slot for a job about to claim its task (waits if none is free)."""
+        with self.slots:
+            self.slots.wait_for(lambda: self.free_slots > 0)
+            self.free_slots -= 1
+
+    def release_slot(self) -> None:
+        """Gives a slot back: its attempt ended, or its job claimed nothing."""
+        with self.slots:
+            self.free_slots += 1
+            self.slots.notify()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Runs a claimed attempt in the background on the loop; its slot (taken by the
+        job) is given back when it ends, however it ends."""
+        attempt = asyncio.ensure_future(coro)
+        self.attempts.add(attempt)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self.attempts.discard(task)
+            self.release_slot()
+            if not task.cancelled() and task.exception() is not None:
+                logger.error("an attempt crashed", exc_info=task.exception())
+
+        attempt.add_done_callback(done)
+
     def stop(self) -> None:
-        """Closes the clients and stops the loop thread."""
+        """Lets running attempts finish (up to worker_drain_s), closes the clients and
+        stops the loop thread."""
 
         async def close() -> None:
+            if self.attempts:
+                logger.info("waiting for %d running attempt(s) to finish", len(self.attempts))
+                _, left = await asyncio.wait(
+                    set(self.attempts), timeout=self.settings.worker_drain_s
+                )
+                for attempt in left:  # their leases expire; the sweeper retries them
+                    attempt.cancel()
+                if left:
+                    await asyncio.wait(left, timeout=5)
             for task in (self._listener, self._presence):
                 if task is not None:
                     task.cancel()
@@ -120,7 +170,9 @@ class WorkerRuntime:
             await self.db.close()
 
         with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
+            asyncio.run_coroutine_threadsafe(close(), self.loop).result(
+                self.settings.worker_drain_s + 15
+            )
         self.loop.call_soon_threadsafe(self.loop.stop)
         if self._thread is not None:
             self._thread.join(10)
@@ -137,6 +189,8 @@ class WorkerRuntime:
                     "pid": os.getpid(),
                     "queues": [QUEUE_NAME],
                     "current_task_id": next((str(t) for t in self.running), ""),
+                    "running_task_ids": [str(t) for t in self.running],
+                    "slots": self.settings.worker_slots,
                     "succeeded": self.succeeded,
                     "failed": self.failed,
                     "start_time": self.started_at,

@@ -28,6 +28,7 @@ from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from rq import Queue, Worker
 from sqlalchemy import text
 
+from spark_grpc import defaults
 from spark_grpc._gen.spark.v1 import source_pb2, task_pb2
 from spark_grpc._gen.spark.v1 import source_service_pb2 as ss
 from spark_grpc._gen.spark.v1 import task_service_pb2 as ts
@@ -336,8 +337,8 @@ async def test_cancel_queued_task_never_runs(
     fake.state.configure("langflow", hang=True)
     busy: list[str] = []
     try:
-        # Occupy every worker serving this Redis with a hanging task.
-        for i in range(len(rq_worker_processes(redis_url))):
+        # Occupy every slot of every worker serving this Redis with a hanging task.
+        for i in range(len(rq_worker_processes(redis_url)) * defaults.WORKER_SLOTS):
             busy.append(
                 (await stubs.workflows.RunWorkflow(run_request(workflow_id, f"busy {i}"))).task.id
             )
