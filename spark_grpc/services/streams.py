@@ -35,6 +35,7 @@ from spark_grpc.errors import (
 )
 from spark_grpc.events.hub import EventHub, Subscription
 from spark_grpc.services.deps import ServiceDeps
+from spark_grpc.services.event_pages import EventPages
 from spark_grpc.services.tasks import STATES_BY_NUMBER, event_to_proto, get_task_row
 from spark_grpc.validation import Validator
 
@@ -86,6 +87,7 @@ class TaskStreams:
     def __init__(self, deps: ServiceDeps, hub: EventHub) -> None:
         self._deps = deps
         self._hub = hub
+        self._pages = EventPages(_PAGE)
 
     async def watch_task(
         self, request: task_service_pb2.WatchTaskRequest, context: grpc.aio.ServicerContext
@@ -101,21 +103,22 @@ class TaskStreams:
         heartbeat_s = self._deps.settings.stream_heartbeat_s
         sub = self._hub.subscribe(task_id)  # before the first read: nothing slips between
         try:
-            async with self._deps.db.connection() as session:
+            async with self._deps.db.read() as session:
                 await get_task_row(session, task_id)
             last = request.after_sequence
             while True:
                 sub.resync.clear()
                 # Replay (and every catch-up) from the table.
                 while True:
-                    rows = await self._read_events(task_id, last)
-                    for row in rows:
-                        event = event_to_proto(task_id, row)
-                        yield task_service_pb2.WatchTaskResponse(event=event)
-                        last = event.sequence
-                        if _is_terminal_change(event) and await self._is_last(task_id, last):
+                    page = await self._pages.get(task_id, last, self._read_events)
+                    for response in page:
+                        yield response
+                        last = response.event.sequence
+                        if _is_terminal_change(response.event) and await self._is_last(
+                            task_id, last
+                        ):
                             return
-                    if len(rows) < _PAGE:
+                    if len(page) < _PAGE:
                         break
                 if await self._ended_at_or_before(task_id, last):
                     return  # resumed after the terminal event: nothing more will come
@@ -161,7 +164,7 @@ class TaskStreams:
             )
 
     async def _read_events(self, task_id: uuid.UUID, after: int, limit: int = _PAGE) -> list[Any]:
-        async with self._deps.db.connection() as session:
+        async with self._deps.db.read() as session:
             return list(
                 (
                     await session.execute(
@@ -177,7 +180,7 @@ class TaskStreams:
 
     async def _ended_at_or_before(self, task_id: uuid.UUID, sequence: int) -> bool:
         """True when the task is terminal and its newest event is at or before sequence."""
-        async with self._deps.db.connection() as conn:
+        async with self._deps.db.read() as conn:
             row = (
                 await conn.execute(
                     text("SELECT state, last_sequence FROM tasks WHERE id = :id"), {"id": task_id}
@@ -187,7 +190,7 @@ class TaskStreams:
 
     async def _is_last(self, task_id: uuid.UUID, sequence: int) -> bool:
         """True when sequence is the task's newest event (so a terminal one is current)."""
-        async with self._deps.db.connection() as session:
+        async with self._deps.db.read() as session:
             last = (
                 await session.execute(
                     text("SELECT last_sequence FROM tasks WHERE id = :id"), {"id": task_id}
@@ -259,7 +262,7 @@ class TaskStreams:
             self._hub.unsubscribe(sub)
 
     async def _feed_horizon(self) -> int:
-        async with self._deps.db.connection() as session:
+        async with self._deps.db.read() as session:
             return int(
                 (
                     await session.execute(
@@ -296,7 +299,7 @@ class TaskStreams:
         if states:
             where.append("e.data->>'to' = ANY(:states)")
             params["states"] = states
-        async with self._deps.db.connection() as session:
+        async with self._deps.db.read() as session:
             return list(
                 (
                     await session.execute(

@@ -260,8 +260,8 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         self, request: task_service_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
     ) -> task_service_pb2.GetTaskResponse:
         task_id = self._task_id(request.id)
-        async with self._deps.db.connection() as session:
-            row = await get_task_row(session, task_id)
+        async with self._deps.db.read() as conn:
+            row = await get_task_row(conn, task_id)
         return task_service_pb2.GetTaskResponse(task=task_to_proto(row))
 
     async def ListTasks(
@@ -316,8 +316,8 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
             f"SELECT {store.TASK_COLUMNS} FROM tasks WHERE {' AND '.join(where)} "
             "ORDER BY create_time DESC, id DESC LIMIT :limit"
         )
-        async with self._deps.db.connection() as session:
-            rows = (await session.execute(query, params)).all()
+        async with self._deps.db.read() as conn:
+            rows = (await conn.execute(query, params)).all()
         response = task_service_pb2.ListTasksResponse(tasks=[task_to_proto(r) for r in rows[:size]])
         if len(rows) > size:
             response.next_page_token = self._deps.tokens.encode(
@@ -427,7 +427,7 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
                     "invalid page_token", violations=[FieldViolation("page_token", "malformed")]
                 )
             after = position[0]
-        async with self._deps.db.connection() as session:
+        async with self._deps.db.read() as session:
             await get_task_row(session, task_id)
             rows = (
                 await session.execute(
