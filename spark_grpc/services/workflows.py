@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from spark_grpc._gen.spark.v1 import (
 from spark_grpc.db.idempotency import cached_response, run_idempotent
 from spark_grpc.db.keyset import keyset_page, keyset_position
 from spark_grpc.db.models import WorkflowRow
-from spark_grpc.domain.tasks import DEFAULT_TIMEOUT_S, MAX_TIMEOUT_S, RetryPolicy, TaskState
+from spark_grpc.domain.tasks import DEFAULT_TIMEOUT_S, RetryPolicy, TaskState
 from spark_grpc.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -42,17 +41,14 @@ from spark_grpc.services.convert import (
 )
 from spark_grpc.services.deps import ServiceDeps
 from spark_grpc.services.masks import mask_paths
+from spark_grpc.services.runs import Runs, check_webhook, timeout
 from spark_grpc.services.sources import SourceServicer, get_source_row
 from spark_grpc.services.tasks import (
     STATE_NUMBERS,
     policy_from_proto,
     policy_to_proto,
-    task_to_proto,
 )
-from spark_grpc.tasks import store
-from spark_grpc.tasks.queue import enqueue_after_commit
-from spark_grpc.tracing import current_carrier
-from spark_grpc.validation import Validator, host_allowed
+from spark_grpc.validation import Validator
 
 _UPDATABLE = (
     "display_name",
@@ -180,13 +176,10 @@ class WorkflowServicer(workflow_service_pb2_grpc.WorkflowServiceServicer):
     def __init__(self, deps: ServiceDeps, sources: SourceServicer) -> None:
         self._deps = deps
         self._sources = sources
+        self._runs = Runs(deps)
 
     def _check_webhook(self, v: Validator, field: str, url: str) -> None:
-        """An optional http(s) URL, within the source host allow-list."""
-        if url:
-            v.url(field, url, required=False)
-            if not host_allowed(url, self._deps.settings.source_host_allowlist):
-                v.add(field, "this host is not in SPARK_SOURCE_HOST_ALLOWLIST")
+        check_webhook(v, self._deps, field, url)
 
     async def ImportWorkflow(
         self, request: workflow_service_pb2.ImportWorkflowRequest, context: grpc.aio.ServicerContext
@@ -313,7 +306,7 @@ class WorkflowServicer(workflow_service_pb2_grpc.WorkflowServiceServicer):
         v.request_id("request_id", request.request_id)
         policy = policy_from_proto(wf.retry_policy, v, "workflow.retry_policy")
         timeout_s = (
-            _timeout(v, wf, "workflow.timeout") if wf.HasField("timeout") else DEFAULT_TIMEOUT_S
+            timeout(v, wf, "workflow.timeout") if wf.HasField("timeout") else DEFAULT_TIMEOUT_S
         )
         self._check_webhook(v, "workflow.webhook_url", wf.webhook_url)
         v.raise_if_invalid()
@@ -447,7 +440,7 @@ class WorkflowServicer(workflow_service_pb2_grpc.WorkflowServiceServicer):
             if field in paths:
                 v.identifier(f"workflow.{field}", getattr(wf, field), required=False)
         policy = policy_from_proto(wf.retry_policy, v, "workflow.retry_policy")
-        timeout_s = _timeout(v, wf, "workflow.timeout") if "timeout" in paths else DEFAULT_TIMEOUT_S
+        timeout_s = timeout(v, wf, "workflow.timeout") if "timeout" in paths else DEFAULT_TIMEOUT_S
         if "webhook_url" in paths:
             self._check_webhook(v, "workflow.webhook_url", wf.webhook_url)
         if not paths and not v.violations:
@@ -512,8 +505,7 @@ class WorkflowServicer(workflow_service_pb2_grpc.WorkflowServiceServicer):
     async def RunWorkflow(
         self, request: workflow_service_pb2.RunWorkflowRequest, context: grpc.aio.ServicerContext
     ) -> workflow_service_pb2.RunWorkflowResponse:
-        tasks = await self._run([request], batch=False)
-        return workflow_service_pb2.RunWorkflowResponse(task=tasks[0])
+        return workflow_service_pb2.RunWorkflowResponse(task=await self._runs.run_one(request))
 
     async def BatchRunWorkflows(
         self,
@@ -526,108 +518,8 @@ class WorkflowServicer(workflow_service_pb2_grpc.WorkflowServiceServicer):
                 f"got {len(request.requests)}",
                 violations=[FieldViolation("requests", f"1 to {defaults.MAX_BATCH_RUNS} runs")],
             )
-        tasks = await self._run(list(request.requests), batch=True)
+        tasks = await self._runs.run_all(list(request.requests))
         return workflow_service_pb2.BatchRunWorkflowsResponse(tasks=tasks)
-
-    async def _run(
-        self, requests: list[workflow_service_pb2.RunWorkflowRequest], *, batch: bool
-    ) -> list[Any]:
-        """Validates every run, writes the tasks in one transaction, then queues them."""
-        v = Validator()
-        parsed: list[tuple[uuid.UUID, RetryPolicy, float | None]] = []
-        for i, req in enumerate(requests):
-            prefix = f"requests[{i}]." if batch else ""
-            workflow_id = v.uuid(f"{prefix}workflow_id", req.workflow_id)
-            if len(req.input_value.encode()) > defaults.MAX_INPUT_BYTES:
-                v.add(f"{prefix}input_value", f"must be at most {defaults.MAX_INPUT_BYTES} bytes")
-            elif "\x00" in req.input_value:
-                v.add(f"{prefix}input_value", "must not contain NUL characters")
-            for key in req.tweaks.fields:
-                v.identifier(f"{prefix}tweaks", key)
-            override = policy_from_proto(req.retry_policy, v, f"{prefix}retry_policy")
-            timeout_s = _timeout(v, req, f"{prefix}timeout") if req.HasField("timeout") else None
-            if req.HasField("deadline_time") and req.deadline_time.ToDatetime(
-                tzinfo=UTC
-            ) <= datetime.now(UTC):
-                v.add(f"{prefix}deadline_time", "must be in the future")
-            v.request_id(f"{prefix}request_id", req.request_id)
-            self._check_webhook(v, f"{prefix}webhook_url", req.webhook_url)
-            if workflow_id is not None:
-                parsed.append((workflow_id, override, timeout_s))
-        v.raise_if_invalid()
-        workflow_ids = list({p[0] for p in parsed})
-        trace_carrier = current_carrier()
-        async with self._deps.db.connection() as session:
-            found = {
-                r.id: r
-                for r in (
-                    await session.execute(
-                        text(
-                            "SELECT w.id, w.retry_policy, w.timeout_s, w.webhook_url, s.enabled, "
-                            "s.display_name "
-                            "FROM workflows w JOIN sources s ON s.id = w.source_id "
-                            "WHERE w.id = ANY(:ids)"
-                        ),
-                        {"ids": workflow_ids},
-                    )
-                ).all()
-            }
-            new_tasks = []
-            for i, (req, (workflow_id, override, timeout_s)) in enumerate(
-                zip(requests, parsed, strict=True)
-            ):
-                workflow = found.get(workflow_id)
-                if workflow is None:
-                    raise NotFoundError(
-                        f"no workflow has id {workflow_id}",
-                        reason="WORKFLOW_NOT_FOUND",
-                        metadata={"workflow_id": str(workflow_id), "index": str(i)},
-                    )
-                if not workflow.enabled:
-                    raise FailedPreconditionError(
-                        f"the source {workflow.display_name!r} of workflow {workflow_id} is "
-                        "disabled; enable it with UpdateSource first",
-                        reason="SOURCE_DISABLED",
-                        metadata={"workflow_id": str(workflow_id)},
-                    )
-                new_tasks.append(
-                    store.NewTask(
-                        workflow_id=workflow_id,
-                        input_value=req.input_value,
-                        tweaks=struct_to_dict(req.tweaks),
-                        retry_policy=RetryPolicy()
-                        .merged(RetryPolicy.from_json(workflow.retry_policy))
-                        .merged(override),
-                        timeout_s=timeout_s or workflow.timeout_s,
-                        deadline_time=req.deadline_time.ToDatetime(tzinfo=UTC)
-                        if req.HasField("deadline_time")
-                        else None,
-                        request_id=req.request_id or None,
-                        request_hash=_run_fingerprint(req) if req.request_id else None,
-                        webhook_url=req.webhook_url or workflow.webhook_url,
-                        # Stored on the row, so a re-enqueue by the sweeper keeps the trace.
-                        context={"trace": trace_carrier} if trace_carrier else {},
-                    )
-                )
-            written = await store.insert_tasks(session, new_tasks)
-        created = [(row.id, row.timeout_s) for row, is_new in written if is_new]
-        queued = await enqueue_after_commit(self._deps.db, self._deps.queue, created)
-        return [task_to_proto(queued.get(row.id, row)) for row, _ in written]
-
-
-def _run_fingerprint(request: workflow_service_pb2.RunWorkflowRequest) -> bytes:
-    copy = workflow_service_pb2.RunWorkflowRequest()
-    copy.CopyFrom(request)
-    copy.request_id = ""
-    return hashlib.sha256(copy.SerializeToString(deterministic=True)).digest()
-
-
-def _timeout(v: Validator, message: Any, field: str) -> float:
-    """A per-attempt timeout: 1 s to 24 h."""
-    seconds = float(message.timeout.ToTimedelta().total_seconds())
-    if not 1 <= seconds <= MAX_TIMEOUT_S:
-        v.add(field, "must be between 1 s and 24 h")
-    return seconds
 
 
 async def delete_workflow_tasks(
