@@ -120,6 +120,19 @@ class Settings(BaseSettings):
         default=defaults.RATE_LIMIT_PER_S, ge=0, description="Calls per second per key; 0: off."
     )
     rate_limit_burst: float = Field(default=defaults.RATE_LIMIT_BURST, ge=1)
+    max_concurrent_rpcs: int = Field(
+        default=defaults.MAX_CONCURRENT_RPCS,
+        ge=0,
+        description=(
+            "Unary RPCs a server process runs at once; 200 more (or 4 per slot) wait up "
+            "to admission_wait_s, the rest get RESOURCE_EXHAUSTED with RetryInfo. 0: off."
+        ),
+    )
+    admission_wait_s: float = Field(
+        default=defaults.ADMISSION_WAIT_S,
+        ge=0,
+        description="How long a unary RPC beyond max_concurrent_rpcs waits for a slot.",
+    )
     max_streams_total: int = Field(
         default=defaults.MAX_STREAMS_TOTAL, ge=1, description="Open Watch streams per server."
     )

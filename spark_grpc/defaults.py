@@ -77,6 +77,16 @@ AUTH_CACHE_S = 10.0
 RATE_LIMIT_PER_S = 200.0
 RATE_LIMIT_BURST = 400.0
 
+#: Admission control: unary RPCs one server process runs at once (200 more may wait for a
+#: slot, each at most ADMISSION_WAIT_S, then RESOURCE_EXHAUSTED). Small on purpose: it
+#: must keep the event loop below saturation, or calls queue unseen inside grpcio until
+#: their deadlines pass (spark_grpc/admission.py, bench S6). The wait lets a burst of a
+#: second's worth of calls through.
+MAX_CONCURRENT_RPCS = 10
+ADMISSION_WAIT_S = 1.0
+#: The retry delay RESOURCE_EXHAUSTED asks an overloaded server's callers for (jittered).
+ADMISSION_RETRY_AFTER_S = 1.0
+
 #: Open WatchTask / WatchTasks streams per server, and HTTP/2 streams per connection.
 MAX_STREAMS_TOTAL = 2000
 MAX_STREAMS_PER_CONNECTION = 200

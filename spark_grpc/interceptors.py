@@ -25,6 +25,7 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.trace import SpanKind
 
+from spark_grpc.admission import Admission, admits_all
 from spark_grpc.auth import Authorizer
 from spark_grpc.errors import (
     DOMAIN,
@@ -82,17 +83,23 @@ def status_for(err: SparkError, request_id: str) -> status_pb2.Status:
 
 class ErrorBoundaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Wraps every unary and server-streaming handler with the error boundary, and checks
-    the caller (authorizer) before any handler runs."""
+    the caller (authorizer) before any handler runs. With ``admission``, a unary RPC
+    first takes a slot of it (or is refused with RESOURCE_EXHAUSTED)."""
 
     def __init__(
         self,
         authorizer: Authorizer | None = None,
         metrics: Metrics | None = None,
         tracing: bool = False,
+        admission: Admission | None = None,
     ) -> None:
         self._authorizer = authorizer
         self._metrics = metrics
         self._tracing = tracing
+        self._admission = admission if admission is not None and admission.limit > 0 else None
+        #: Wrapped handlers by method: grpc.aio asks for every call, and the registered
+        #: handler of a method never changes, so each is wrapped once.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -103,6 +110,14 @@ class ErrorBoundaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
         if handler is None:
             return None
         method: str = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         deserializer = _safe_deserializer(handler.request_deserializer)
         auth = self._authorizer
         if handler.unary_unary is not None:
@@ -110,7 +125,13 @@ class ErrorBoundaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
             if self._tracing:
                 behavior = _traced(method, behavior)
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(method, behavior, auth, self._metrics),
+                _wrap_unary(
+                    method,
+                    behavior,
+                    auth,
+                    self._metrics,
+                    None if admits_all(method) else self._admission,
+                ),
                 request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -145,6 +166,8 @@ async def _abort_for(
     if isinstance(err, SparkError):
         spark_err = err
         level = logging.ERROR if err.code == grpc.StatusCode.INTERNAL else logging.INFO
+        if err.reason == "SERVER_OVERLOADED":
+            level = logging.DEBUG  # admission logs a summary; a line per refusal adds load
         logger.log(level, "%s failed: %s %s", method, err.code.name, err.reason)
     else:
         logger.error("%s raised an unexpected error", method, exc_info=err)
@@ -192,13 +215,18 @@ def _wrap_unary(
     behavior: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]],
     auth: Authorizer | None,
     metrics: Metrics | None,
+    admission: Admission | None = None,
 ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
         request_id = _request_id(context)
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         code = "OK"
+        admitted = False
         try:
+            if admission is not None:
+                await admission.acquire()  # first: refusing must stay cheap
+                admitted = True
             await _authorize(auth, method, context)
             if isinstance(request, _UndecodableRequest):
                 raise _undecodable(method)
@@ -214,6 +242,9 @@ def _wrap_unary(
             await _abort_for(method, err, context, request_id)
             raise  # unreachable: abort raises
         finally:
+            if admitted:
+                assert admission is not None
+                admission.release()
             elapsed = time.perf_counter() - started
             if metrics is not None:
                 metrics.observe_rpc(method, code, elapsed)

@@ -38,6 +38,7 @@ from spark_grpc._gen.spark.v1 import (
     workflow_service_pb2,
     workflow_service_pb2_grpc,
 )
+from spark_grpc.admission import Admission
 from spark_grpc.auth import Authorizer, JwtVerifier, KeyVerifier, RateLimiter
 from spark_grpc.config import Settings
 from spark_grpc.crypto import SecretBox
@@ -244,7 +245,14 @@ def build_server(settings: Settings, deps: ServiceDeps) -> SparkServer:
     server = grpc.aio.server(
         interceptors=[
             ErrorBoundaryInterceptor(
-                build_authorizer(settings, deps), metrics, tracing=settings.tracing != "off"
+                build_authorizer(settings, deps),
+                metrics,
+                tracing=settings.tracing != "off",
+                admission=Admission(
+                    settings.max_concurrent_rpcs,
+                    settings.admission_wait_s,
+                    defaults.ADMISSION_RETRY_AFTER_S,
+                ),
             )
         ],
         options=[
