@@ -198,6 +198,23 @@ class TaskRow(Base):
                 "schedule_id IS NOT NULL AND state IN ('PENDING', 'QUEUED', 'RUNNING')"
             ),
         ),
+        # ListTasks filtered to a failure state, which may be rare (PENDING, QUEUED and
+        # RUNNING have the sweeper's partial indexes; SUCCEEDED is dense in the time index).
+        # Partial: a task enters it only when it fails, so a successful run writes nothing.
+        Index(
+            "ix_tasks_failure_state_create_time",
+            "state",
+            "create_time",
+            "id",
+            postgresql_where=text("state IN ('FAILED', 'TIMED_OUT', 'CANCELLED')"),
+        ),
+        # A workflow's failed-task count (GetWorkflow, ListWorkflows) without reading its
+        # other tasks.
+        Index(
+            "ix_tasks_workflow_id_failed",
+            "workflow_id",
+            postgresql_where=text("state IN ('FAILED', 'TIMED_OUT')"),
+        ),
     )
 
 
