@@ -21,6 +21,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 install: $(VENV)/.installed  ## create .venv and install the service with its dev tools
 
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,bench]'
+	touch $@
+
 $(BUF): tools/package.json tools/package-lock.json
 	cd tools && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
@@ -67,10 +71,10 @@ gen-check: gen  ## fail when the committed generated code differs from `make gen
 breaking: $(BUF)  ## buf breaking (FILE) against REF (default HEAD~1)
 	$(BUF) breaking protos --against '.git#ref=$(REF),subdir=protos'
 
-bench: install  ## run the benchmark suite (ratios against same-run baselines; slow)
+bench: $(VENV)/.bench-installed  ## run the benchmark suite (ratios against same-run baselines; slow)
 	$(PY) -m bench.run
 
-bench-smoke: install  ## a short run of every benchmark (what CI runs)
+bench-smoke: $(VENV)/.bench-installed  ## a short run of every benchmark (what CI runs)
 	$(PY) -m bench.run --smoke --out .venv/bench-smoke
 
 migrate: install  ## apply migrations to SPARK_DATABASE_URL (or the embedded Postgres)

@@ -25,6 +25,8 @@ from rq import Queue
 from sqlalchemy import text
 
 from bench.harness import Env, Result, echo_workflow, pct, service, versions
+from bench.peer_temporal import s8_temporal
+from bench.rpc_load import s1_get_task, s2_run_workflow, s6_overload, s7_list_get
 from spark_grpc._gen.spark.v1 import (
     schedule_pb2,
     schedule_service_pb2,
@@ -158,7 +160,10 @@ async def s3_dispatch(smoke: bool) -> list[Result]:
             bare.wait()
             conn.close()
     latency.notes = "ours: gRPC + Postgres commit + enqueue + claim; bare: enqueue + a no-op job"
-    rate.notes = "ours runs a real HTTP call to the echo source per task; bare runs a no-op"
+    rate.notes = (
+        "ours: a real HTTP call to the echo source and 3 commits per task, 1 process with "
+        "the default SPARK_WORKER_SLOTS; bare: a no-op job, one at a time"
+    )
     return [latency, rate]
 
 
@@ -190,7 +195,8 @@ async def _raw_pubsub(url: str, n: int) -> list[float]:
 
 
 async def _ours_events(env: Env, workflow_id: str, words: int) -> list[float]:
-    env.fake.state.configure("langflow", delay_s=0)
+    # Tokens 2 ms apart, like the baseline's publishes: latency, not a burst's queueing.
+    env.fake.state.configure("langflow", delay_s=0, token_delay_s=0.002)
     run = await env.stubs.workflows.RunWorkflow(
         workflow_service_pb2.RunWorkflowRequest(
             workflow_id=workflow_id, input_value=" ".join(f"w{i}" for i in range(words))
@@ -221,7 +227,10 @@ async def s4_events(smoke: bool) -> list[Result]:
         for _ in range(rounds):
             result.ours += await _ours_events(env, workflow_id, n)
             result.baseline += await _raw_pubsub(env.env["SPARK_REDIS_URL"], n)
-    result.notes = "ours: from the event row's time (in the worker's transaction) to the client"
+    env_note = "tokens paced 2 ms apart on both sides"
+    result.notes = (
+        "ours: from the event row's time (in the worker's transaction) to the client; " + env_note
+    )
     return [result]
 
 
@@ -354,7 +363,73 @@ async def lateness(smoke: bool) -> list[Result]:
     return [result]
 
 
+# The event loop, both ways: the same server on uvloop and on asyncio's own loop.
+
+
+async def _rps(address: str, method: str, request: bytes, callers: int, n: int) -> float:
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = channel.unary_unary(method)
+
+        async def caller() -> None:
+            for _ in range(n // callers):
+                await call(request)
+
+        await caller()  # warm up this channel
+        t0 = time.time()
+        await asyncio.gather(*(caller() for _ in range(callers)))
+        return n / (time.time() - t0)
+
+
+async def event_loops(smoke: bool) -> list[Result]:
+    from tests.support import start_server_process
+
+    rounds, n = (1, 200) if smoke else (3, 2000)
+    get = Result(
+        "UV",
+        "GetTask RPS, uvloop / asyncio loop",
+        unit="req/s",
+        higher_is_better=True,
+        target="measure both ways",
+    )
+    run = Result(
+        "UV",
+        "RunWorkflow RPS, uvloop / asyncio loop",
+        unit="req/s",
+        higher_is_better=True,
+        target="measure both ways",
+    )
+    async with service(workers=0, extra_env={"SPARK_EVENT_LOOP": "uvloop"}) as env:
+        workflow_id = await echo_workflow(env)
+        plain = await asyncio.to_thread(
+            start_server_process,
+            {**env.env, "SPARK_EVENT_LOOP": "asyncio"},
+            env.workdir / "asyncio-server",
+        )
+        try:
+            run_req = workflow_service_pb2.RunWorkflowRequest(
+                workflow_id=workflow_id, input_value="x"
+            )
+            task = await env.stubs.workflows.RunWorkflow(run_req)
+            get_req = task_service_pb2.GetTaskRequest(id=task.task.id).SerializeToString()
+            for _ in range(rounds):
+                for result, method, body in (
+                    (get, "/spark.v1.TaskService/GetTask", get_req),
+                    (run, "/spark.v1.WorkflowService/RunWorkflow", run_req.SerializeToString()),
+                ):
+                    result.ours.append(await _rps(env.server.address, method, body, 20, n))
+                    result.baseline.append(await _rps(plain.address, method, body, 20, n))
+        finally:
+            await asyncio.to_thread(plain.stop)
+    for result in (get, run):
+        result.notes = "ours: SPARK_EVENT_LOOP=uvloop; baseline: asyncio; 20 callers"
+    return [get, run]
+
+
 SCENARIOS = {"s3": s3_dispatch, "s4": s4_events, "s5": s5_fanout, "lateness": lateness}
+# RPC load with ghz: S1 GetTask, S2 RunWorkflow, S6 overload, S7 1k vs 1M (bench/rpc_load.py)
+SCENARIOS.update(s1=s1_get_task, s2=s2_run_workflow, s6=s6_overload, s7=s7_list_get)
+SCENARIOS["uvloop"] = event_loops
+SCENARIOS["s8"] = s8_temporal  # Temporal's dev server as a peer (bench/peer_temporal.py)
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

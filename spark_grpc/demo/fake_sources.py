@@ -28,7 +28,9 @@ Test controls, per prefix KIND (also reachable in-process through ``FakeSourcesS
                                   answer that status), retry_after_s (sent with 429s),
                                   malformed (200 with a body that is not JSON), hang (never
                                   answer), big_output_bytes (runs answer about that much
-                                  text), reset (true: back to defaults). Answers the config.
+                                  text), token_delay_s (a streamed LangFlow run sends its
+                                  tokens this far apart), reset (true: back to defaults).
+                                  Answers the config.
     GET    /KIND/_fake/config     the current config
     GET    /KIND/_fake/requests   the API requests received: method, path, query, headers
                                   (key values replaced by "***"), json or form body
@@ -69,6 +71,7 @@ class FakeConfig:
     malformed: bool = False
     hang: bool = False
     big_output_bytes: int = 0
+    token_delay_s: float = 0.0
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply the changes of a ``/_fake/config`` body.
@@ -278,7 +281,10 @@ async def _langflow_run(request: web.Request) -> web.StreamResponse:
         return response
     text = _padded(request, fake_data.echo_answer(flow, input_value, tweaks))
     words = text.split(" ")
+    token_delay_s = _state(request).sources["langflow"].config.token_delay_s
     for i, word in enumerate(words):
+        if token_delay_s and i:
+            await asyncio.sleep(token_delay_s)
         await send("token", {"chunk": word if i == len(words) - 1 else word + " ", "id": "msg-1"})
     await send(
         "add_message", {**user_message, "text": text, "sender": "Machine", "sender_name": "AI"}
