@@ -136,6 +136,8 @@ class EventHub:
                             continue
                         if raw.get("type") != "message":
                             continue
+                        if not self._by_task and not self._feed:
+                            continue  # no stream open: nobody to decode it for
                         try:
                             message = json.loads(raw["data"])
                         except ValueError:
