@@ -7,13 +7,20 @@ a PNG chart. Never fails on a number.
 
 from __future__ import annotations
 
+import os
+
+# The embedded Postgres and Redis are started from this process, which also holds gRPC
+# channels: gRPC's fork handlers in the child (before exec) crashed redis-server's start
+# with SIGABRT during S8. Set before grpc is imported.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
+import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -473,13 +480,27 @@ async def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     results: list[Result] = []
-    for name in args.only:
-        print(f"running {name} ...", flush=True)
-        results += await SCENARIOS[name](args.smoke)
-    rows = [r.summary() for r in results]
-    print(_table(rows))
+    crashed: list[str] = []
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = "smoke" if args.smoke else "latest"
+    for name in args.only:
+        print(f"running {name} ...", flush=True)
+        try:
+            results += await SCENARIOS[name](args.smoke)
+        except Exception:  # report the others; a crash still fails the run at the end
+            traceback.print_exc()
+            crashed.append(name)
+        _write(args.out, stamp, results)  # a later crash keeps what was measured
+    print(_table([r.summary() for r in results]))
+    _write(args.out, stamp, results)
+    _chart([r.summary() for r in results], args.out / f"{stamp}.png")
+    print(f"wrote {args.out / (stamp + '.json')} and .png; versions: {versions()}")
+    if crashed:
+        sys.exit(f"scenarios that crashed (not a number: a bug): {', '.join(crashed)}")
+
+
+def _write(out: Path, stamp: str, results: list[Result]) -> None:
+    rows = [r.summary() for r in results]
     payload = {
         "time": datetime.now(UTC).isoformat(),
         "versions": versions(),
@@ -488,9 +509,7 @@ async def main() -> None:
             f"{r.scenario} {r.metric}": {"ours": r.ours, "baseline": r.baseline} for r in results
         },
     }
-    (args.out / f"{stamp}.json").write_text(json.dumps(payload, indent=1))
-    _chart(rows, args.out / f"{stamp}.png")
-    print(f"wrote {args.out / (stamp + '.json')} and .png; versions: {payload['versions']}")
+    (out / f"{stamp}.json").write_text(json.dumps(payload, indent=1))
 
 
 if __name__ == "__main__":
