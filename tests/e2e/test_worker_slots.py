@@ -40,7 +40,7 @@ async def test_a_process_runs_as_many_attempts_as_it_has_slots(
                 (await stubs.workflows.RunWorkflow(run_request(workflow_id, f"r{i}"))).task.id
             )
         # One process, three slots: three source calls at once...
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(120):  # a hang guard only
             while True:
                 tasks = [await get_task(stubs, t) for t in ids]
                 running = [t.id for t in tasks if t.state == S.TASK_STATE_RUNNING]
@@ -68,7 +68,9 @@ async def test_sigterm_lets_running_attempts_finish(
     stubs: Stubs, fake: FakeSources, server_env: dict[str, str], tmp_path: Path
 ) -> None:
     workflow_id = await echo_workflow(stubs, fake)
-    own = await start_own_workers({**server_env, "SPARK_WORKER_SLOTS": "2"}, tmp_path, 1)
+    own = await start_own_workers(
+        {**server_env, "SPARK_WORKER_SLOTS": "2", "SPARK_WORKER_DRAIN_S": "90"}, tmp_path, 1
+    )
     fake.state.configure("langflow", delay_s=2.0)
     try:
         ids = [
@@ -76,9 +78,10 @@ async def test_sigterm_lets_running_attempts_finish(
             for i in range(2)
         ]
         for task_id in ids:
-            await wait_state(stubs, task_id, {S.TASK_STATE_RUNNING}, timeout=30)
+            await wait_state(stubs, task_id, {S.TASK_STATE_RUNNING}, timeout=120)
     finally:
-        returncode = await asyncio.to_thread(own.stop)  # SIGTERM while both calls run
+        # SIGTERM while both calls run; the supervisor waits drain + 15 s for its children.
+        returncode = await asyncio.to_thread(own.stop, 150)
         fake.state.configure("langflow", reset=True)
     assert returncode == 0
     # Finished by the stopping worker itself: no lease had to expire, no second attempt.
