@@ -234,9 +234,9 @@ async def s4_events(smoke: bool) -> list[Result]:
         for _ in range(rounds):
             result.ours += await _ours_events(env, workflow_id, n)
             result.baseline += await _raw_pubsub(env.env["SPARK_REDIS_URL"], n)
-    env_note = "tokens paced 2 ms apart on both sides"
     result.notes = (
-        "ours: from the event row's time (in the worker's transaction) to the client; " + env_note
+        "ours: from the event row's time (in the worker's transaction) to the client; "
+        "tokens paced 2 ms apart on both sides"
     )
     return [result]
 

@@ -42,6 +42,14 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 _DB_ERRORS: tuple[type[BaseException], ...] = (sa_exc.SQLAlchemyError, *_CONNECTION_ERRORS)
 
 
+def _translate(err: BaseException) -> None:
+    """Raises DatabaseUnavailableError for a connection failure; otherwise returns, and the
+    caller re-raises err as it is."""
+    if is_connection_error(err):
+        logger.warning("database unavailable: %s", type(err).__name__)
+        raise DatabaseUnavailableError("the database is unavailable; retry shortly") from err
+
+
 def is_connection_error(err: BaseException) -> bool:
     """True when err (or what it wraps) says the database cannot be reached."""
     if isinstance(err, sa_exc.DBAPIError) and err.connection_invalidated:
@@ -138,11 +146,7 @@ class Database:
                     yield session
                 events = session.info.pop(EVENTS_KEY, [])
         except _DB_ERRORS as err:
-            if is_connection_error(err):
-                logger.warning("database unavailable: %s", type(err).__name__)
-                raise DatabaseUnavailableError(
-                    "the database is unavailable; retry shortly"
-                ) from err
+            _translate(err)
             raise
         if events and self.publisher is not None:
             await self.publisher.publish(events)
@@ -165,11 +169,7 @@ class Database:
                     with contextlib.suppress(Exception):
                         conn.info.pop(EVENTS_KEY, None)
         except _DB_ERRORS as err:
-            if is_connection_error(err):
-                logger.warning("database unavailable: %s", type(err).__name__)
-                raise DatabaseUnavailableError(
-                    "the database is unavailable; retry shortly"
-                ) from err
+            _translate(err)
             raise
         if events and self.publisher is not None:
             await self.publisher.publish(events)
@@ -183,11 +183,7 @@ class Database:
             async with self._autocommit.connect() as conn:
                 yield conn
         except _DB_ERRORS as err:
-            if is_connection_error(err):
-                logger.warning("database unavailable: %s", type(err).__name__)
-                raise DatabaseUnavailableError(
-                    "the database is unavailable; retry shortly"
-                ) from err
+            _translate(err)
             raise
 
     async def ping(self, timeout: float) -> bool:

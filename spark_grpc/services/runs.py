@@ -28,7 +28,7 @@ from sqlalchemy import text
 from spark_grpc import defaults
 from spark_grpc._gen.spark.v1 import task_pb2, workflow_service_pb2
 from spark_grpc.domain.tasks import MAX_TIMEOUT_S, RetryPolicy
-from spark_grpc.errors import FailedPreconditionError, FieldViolation, NotFoundError
+from spark_grpc.errors import FailedPreconditionError, NotFoundError
 from spark_grpc.services.convert import struct_to_dict
 from spark_grpc.services.deps import ServiceDeps
 from spark_grpc.services.tasks import policy_from_proto, task_to_proto
@@ -236,4 +236,4 @@ def check_webhook(v: Validator, deps: ServiceDeps, field: str, url: str) -> None
             v.add(field, "this host is not in SPARK_SOURCE_HOST_ALLOWLIST")
 
 
-__all__ = ["FieldViolation", "Runs", "check_webhook", "timeout"]
+__all__ = ["Runs", "check_webhook", "timeout"]
